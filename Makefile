@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/demo.yaml
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test compile sample clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)  ## the whole pipeline on the bundled sample, locally through kfp.local
+	$(BIN)/f2llm run --config $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster
+	$(BIN)/f2llm compile --config $(CONFIG) --output build/pipeline.yaml
+
+sample: $(STAMP)  ## rebuild data/sample from data/raw (hand-written facts + CLDR via Babel)
+	$(BIN)/python data/build_sample.py
+
+clean:
+	rm -rf $(VENV) build runs local_outputs

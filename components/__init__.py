@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines components and the F2LLM-v2 pipeline (importable as f2llm.components)."""

@@ -1,0 +1,58 @@
+"""The F2LLM-v2 pipeline: ingest -> validate -> base model -> prepare -> stage 1 -> stage 2 ->
+evaluate -> export. The whole run is configured by one validated RunConfig passed as JSON.
+"""
+
+from pathlib import Path
+
+from kfp import compiler, dsl
+
+from f2llm.components.stages import (
+    base_model_op, evaluate_op, export_op, ingest_op, prepare_op, train_op, validate_op,
+)
+from f2llm.config import RunConfig
+
+STAGES = ("ingest", "validate", "base-model", "prepare", "train-stage-1", "train-stage-2", "evaluate", "export")
+
+
+@dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
+def f2llm_pipeline(config_json: str):
+    ingest = ingest_op(config_json=config_json).set_display_name("ingest")
+    validate = validate_op(config_json=config_json, rows=ingest.outputs["rows"]).set_display_name("validate")
+    accepted = validate.outputs["accepted"]
+    base = base_model_op(config_json=config_json, accepted=accepted).set_display_name("base-model")
+    prepare = prepare_op(
+        config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
+    ).set_display_name("prepare")
+    stage1 = train_op(
+        config_json=config_json, stage=1, dataset=prepare.outputs["dataset"], init_model=base.outputs["model"]
+    ).set_display_name("train-stage-1")
+    stage2 = train_op(
+        config_json=config_json, stage=2, dataset=prepare.outputs["dataset"], init_model=stage1.outputs["model"]
+    ).set_display_name("train-stage-2")
+    evaluate = evaluate_op(
+        config_json=config_json, accepted=accepted, base_model=base.outputs["model"],
+        trained_model=stage2.outputs["model"], stage1_log=stage1.outputs["log"], stage2_log=stage2.outputs["log"],
+    ).set_display_name("evaluate")
+    export_op(
+        config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
+        report=evaluate.outputs["report"],
+    ).set_display_name("export")
+
+
+def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
+    """Write the pipeline as KFP YAML with this config as the default of `config_json`."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(
+        f2llm_pipeline, str(output), pipeline_name=cfg.name,
+        pipeline_parameters={"config_json": cfg.model_dump_json()},
+    )
+    return output
+
+
+def run_local(cfg: RunConfig) -> None:
+    """Run the whole pipeline on this machine: kfp.local, in the current interpreter."""
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=cfg.pipeline_root)
+    f2llm_pipeline(config_json=cfg.model_dump_json())

@@ -1,0 +1,154 @@
+"""One lightweight KFP component per stage; each body only calls into the f2llm library.
+
+KFP serialises a component's function source, so imports live inside the bodies. Locally
+(kfp.local SubprocessRunner) they run in the current interpreter; on a cluster in IMAGE, which
+has the f2llm package installed.
+"""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+IMAGE = "ghcr.io/f2llm/f2llm-platform:0.1.0"
+component = dsl.component(base_image=IMAGE, install_kfp_package=False)
+
+
+@component
+def ingest_op(config_json: str, rows: Output[Dataset], metrics: Output[Metrics]):
+    from f2llm.config import RunConfig
+    from f2llm.ingest import ingest
+
+    cfg = RunConfig.model_validate_json(config_json)
+    frame = ingest(cfg.data.uri)
+    frame.to_parquet(rows.path, index=False)
+    metrics.log_metric("rows", len(frame))
+    metrics.log_metric("sources", int(frame["source"].nunique()))
+    metrics.log_metric("languages", int(frame["language"].nunique()))
+
+
+@component
+def validate_op(
+    config_json: str, rows: Input[Dataset], accepted: Output[Dataset], quarantine: Output[Dataset],
+    summary: Output[Markdown], data_docs: Output[Artifact], metrics: Output[Metrics],
+):
+    import pandas as pd
+
+    from f2llm.config import RunConfig
+    from f2llm.report import markdown_table
+    from f2llm.validate import validate
+
+    cfg = RunConfig.model_validate_json(config_json)
+    outcome = validate(pd.read_parquet(rows.path), cfg.validation, docs_dir=data_docs.path)
+    outcome.accepted.to_parquet(accepted.path, index=False)
+    outcome.quarantined.to_parquet(quarantine.path, index=False)
+    with open(summary.path, "w") as fh:
+        fh.write("# Validation per language\n\n" + markdown_table(outcome.summary) + "\n")
+    metrics.log_metric("accepted", len(outcome.accepted))
+    metrics.log_metric("quarantined", len(outcome.quarantined))
+
+
+@component
+def base_model_op(config_json: str, accepted: Input[Dataset], model: Output[Model]):
+    import pandas as pd
+
+    from f2llm.base_model import build_tiny_model, fetch_base_model
+    from f2llm.config import RunConfig
+
+    cfg = RunConfig.model_validate_json(config_json)
+    if cfg.model.base == "tiny":
+        rows = pd.read_parquet(accepted.path, columns=["query", "passage"])
+        build_tiny_model(cfg.model.tiny, pd.concat([rows["query"], rows["passage"]]), model.path)
+    else:
+        fetch_base_model(cfg.model, model.path)
+    model.metadata["base"] = cfg.model.base
+
+
+@component
+def prepare_op(
+    config_json: str, accepted: Input[Dataset], base_model: Input[Model], dataset: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from f2llm.config import RunConfig
+    from f2llm.prepare import prepare
+
+    cfg = RunConfig.model_validate_json(config_json)
+    tokenizer = AutoTokenizer.from_pretrained(base_model.path, trust_remote_code=cfg.model.trust_remote_code)
+    stats = prepare(pd.read_parquet(accepted.path), tokenizer, cfg.data, cfg.model.max_length, dataset.path)
+    for key, value in stats.items():
+        if isinstance(value, int):
+            metrics.log_metric(key, value)
+    metrics.log_metric("capped_rows", sum(stats["capped"].values()))
+
+
+@component
+def train_op(
+    config_json: str, stage: int, dataset: Input[Dataset], init_model: Input[Model],
+    model: Output[Model], log: Output[Artifact], metrics: Output[Metrics],
+):
+    import shutil
+
+    from f2llm.config import RunConfig
+    from f2llm.train import train_stage
+
+    cfg = RunConfig.model_validate_json(config_json)
+    if stage == 1 and cfg.train.stage1 is None:  # sizes below 0.6B start from a stage-1 model
+        shutil.copytree(init_model.path, model.path)
+        open(log.path, "w").close()
+        return
+    summary = train_stage(init_model.path, dataset.path, stage, cfg.train, cfg.model.max_length, model.path, log.path)
+    metrics.log_metric("steps", summary["steps"])
+    metrics.log_metric("seconds", round(summary["seconds"], 2))
+
+
+@component
+def evaluate_op(
+    config_json: str, accepted: Input[Dataset], base_model: Input[Model], trained_model: Input[Model],
+    stage1_log: Input[Artifact], stage2_log: Input[Artifact], results: Output[Dataset],
+    report: Output[HTML], table: Output[Markdown], metrics: Output[Metrics],
+):
+    import pandas as pd
+
+    from f2llm.config import RunConfig
+    from f2llm.encoder import Encoder
+    from f2llm.evaluate import evaluate_model
+    from f2llm.report import language_table, loss_curve_png, markdown_table, render_html
+
+    cfg = RunConfig.model_validate_json(config_json)
+    k = cfg.eval.k
+    rows = pd.read_parquet(accepted.path)
+    held_out = rows[rows["split"] == "eval"]
+    frames = []
+    for name, artifact in (("base", base_model), ("trained", trained_model)):
+        encoder = Encoder.load(artifact.path, max_length=cfg.model.max_length)
+        frames.append(evaluate_model(encoder, held_out, k=k, batch_size=cfg.eval.batch_size).assign(model=name))
+    scores = pd.concat(frames, ignore_index=True)
+    scores.to_csv(results.path, index=False)
+    with open(report.path, "w") as fh:
+        fh.write(render_html(scores, loss_curve_png([stage1_log.path, stage2_log.path]), f"{cfg.name}: evaluation", k))
+    with open(table.path, "w") as fh:
+        fh.write(markdown_table(language_table(scores, k)))
+    full = scores[scores["dim"] == scores["dim"].max()]
+    for name, part in full.groupby("model"):
+        metrics.log_metric(f"{name}_ndcg@{k}", round(float(part[f"ndcg@{k}"].mean()), 4))
+        metrics.log_metric(f"{name}_recall@{k}", round(float(part[f"recall@{k}"].mean()), 4))
+
+
+@component
+def export_op(
+    config_json: str, trained_model: Input[Model], results: Input[Dataset], report: Input[HTML],
+    model: Output[Model],
+):
+    from f2llm import storage
+    from f2llm.config import RunConfig
+    from f2llm.export import export_sentence_transformers
+
+    cfg = RunConfig.model_validate_json(config_json)
+    export_sentence_transformers(trained_model.path, model.path, cfg.model.max_length)
+    storage.upload_dir(model.path, storage.join(cfg.output_uri, "model"))
+    with open(report.path, "rb") as fh:
+        storage.write_bytes(storage.join(cfg.output_uri, "report", "index.html"), fh.read())
+    with open(results.path, "rb") as fh:
+        storage.write_bytes(storage.join(cfg.output_uri, "report", "results.csv"), fh.read())
+    model.metadata["uri"] = storage.join(cfg.output_uri, "model")

@@ -1,0 +1,66 @@
+"""`f2llm run` (the whole pipeline locally through kfp.local) and `f2llm compile` (KFP YAML)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+
+import pandas as pd
+
+
+def _print_results(cfg, seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from f2llm import storage
+    from f2llm.report import dim_table, language_table
+
+    k = cfg.eval.k
+    results = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(cfg.output_uri, "report", "results.csv"))))
+    console = Console()
+    table = Table(title=f"Held-out retrieval per language (dim {results['dim'].max()})")
+    langs = language_table(results, k)
+    for col in langs.columns:
+        table.add_column(col, justify="left" if col in ("language", "script") else "right")
+    for row in langs.itertuples(index=False):
+        table.add_row(*(f"{v:+.3f}" if c == "Δ ndcg" else f"{v:.3f}" if isinstance(v, float) else str(v)
+                        for c, v in zip(langs.columns, row)))
+    means = langs.drop(columns=["language", "script", "queries"]).mean()
+    table.add_row("mean", "", str(langs["queries"].sum()), *(f"{v:.3f}" for v in means), style="bold")
+    console.print(table)
+    dims = dim_table(results, k).pivot(index="dim", columns="model", values=f"ndcg@{k}")
+    console.print("Matryoshka dims, mean nDCG@%d: " % k + ", ".join(
+        f"{d}: {r['base']:.3f} -> {r['trained']:.3f}" for d, r in dims.sort_index(ascending=False).iterrows()
+    ))
+    console.print(f"model:  {storage.join(cfg.output_uri, 'model')}")
+    console.print(f"report: {storage.join(cfg.output_uri, 'report', 'index.html')}")
+    console.print(f"done in {seconds:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="f2llm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole pipeline locally (kfp.local)")
+    run.add_argument("--config", required=True)
+    comp = sub.add_parser("compile", help="write the pipeline as KFP YAML")
+    comp.add_argument("--config", required=True)
+    comp.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+
+    from f2llm.components.pipeline import compile_pipeline, run_local
+    from f2llm.config import load_config
+
+    cfg = load_config(args.config)
+    if args.command == "compile":
+        print(compile_pipeline(cfg, args.output))
+        return 0
+    started = time.perf_counter()
+    run_local(cfg)
+    _print_results(cfg, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Typed run configuration, validated once at the edge (YAML file -> RunConfig).
+
+One RunConfig travels through the whole pipeline as JSON (the `config_json` pipeline parameter),
+so every stage sees the same validated values locally and on a cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModelConfig(_Strict):
+    """Shape of the Qwen3-shaped model built from scratch for local runs and tests."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 16
+    intermediate_size: int = 128
+    vocab_size: int = 2048
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    # "tiny" builds TinyModelConfig's model and a BPE tokenizer trained on the accepted data;
+    # anything else is a Hugging Face checkpoint path or URI (file://, s3://).
+    base: str = "tiny"
+    tiny: TinyModelConfig = TinyModelConfig()
+    max_length: int = Field(1024, ge=8)  # recipe: training max length 1024
+    trust_remote_code: bool = False
+
+
+class DataConfig(_Strict):
+    uri: str  # directory holding sources.yaml
+    max_per_source: int = Field(80_000, ge=1)  # recipe: at most 80k queries per source
+    doc_instruction_ratio: float = Field(0.3, ge=0, le=1)  # stage 2, symmetric tasks
+    seed: int = 0
+
+
+class ValidationConfig(_Strict):
+    min_chars: int = 1
+    max_chars: int = 8192
+    min_rows_per_slice: int = 1
+
+
+class StageConfig(_Strict):
+    """One training stage's optimisation (recipe, "Training")."""
+
+    epochs: int = Field(2, ge=1)
+    lr: float = 1e-5
+    min_lr: float = 1e-7
+    batch_size: int = Field(512, ge=2)  # queries per global batch
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+
+
+class TrainConfig(_Strict):
+    stage1: StageConfig | None = StageConfig()  # None skips stage 1 (sizes below 0.6B)
+    stage2: StageConfig = StageConfig()
+    temperature: float = Field(0.05, gt=0)
+    matryoshka: bool = True
+    seed: int = 0
+
+
+class EvalConfig(_Strict):
+    k: int = Field(10, ge=1)
+    batch_size: int = 64
+
+
+class RunConfig(_Strict):
+    name: str = "f2llm"
+    data: DataConfig
+    validation: ValidationConfig = ValidationConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    output_uri: str  # where the exported model and the report are published
+    pipeline_root: str = "runs/local_outputs"  # kfp.local task outputs
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, v: str) -> str:
+        if not v.replace("-", "").isalnum() or not v.islower():
+            raise ValueError("name must be lower-case letters, digits and '-' (a Kubernetes name)")
+        return v
+
+
+def _resolve(value: str, base: Path) -> str:
+    """Relative paths in a config file are relative to that file."""
+    if "://" in value:
+        return value
+    return str((base / value).resolve())
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    cfg = RunConfig.model_validate(raw)
+    base = path.parent
+    cfg.data.uri = _resolve(cfg.data.uri, base)
+    cfg.output_uri = _resolve(cfg.output_uri, base)
+    cfg.pipeline_root = _resolve(cfg.pipeline_root, base)
+    if cfg.model.base != "tiny":
+        cfg.model.base = _resolve(cfg.model.base, base)
+    return cfg

@@ -1,0 +1,84 @@
+"""What people look at after a run: a per-language table, a loss curve, one HTML page.
+
+`results` is evaluation output for several models (column `model`: "base", "trained") with one
+row per (model, language, dim). The HTML embeds the PNG, so the page travels as one file (a KFP
+HTML artifact, or a file in the store).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from f2llm.languages import LANGUAGES
+
+
+def language_table(results: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """Full-dim scores per language, base vs trained, with script and the gain."""
+    full = results[results["dim"] == results["dim"].max()]
+    wide = full.pivot_table(index="language", columns="model", values=[f"ndcg@{k}", f"recall@{k}"])
+    wide.columns = [f"{model} {metric}" for metric, model in wide.columns]
+    wide.insert(0, "queries", full.groupby("language")["n_queries"].first())
+    wide.insert(0, "script", [LANGUAGES[c].script if c in LANGUAGES else "?" for c in wide.index])
+    wide["Δ ndcg"] = wide[f"trained ndcg@{k}"] - wide[f"base ndcg@{k}"]
+    return wide.reset_index()
+
+
+def dim_table(results: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """Mean over languages, per model and Matryoshka dim."""
+    return results.groupby(["model", "dim"])[[f"ndcg@{k}", f"recall@{k}"]].mean().reset_index()
+
+
+def loss_curve_png(train_logs: list[Path]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    offset = 0
+    for path in train_logs:
+        records = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+        if not records:
+            continue
+        steps = [offset + r["step"] for r in records]
+        losses = pd.Series([r["loss"] for r in records]).rolling(10, min_periods=1).mean()
+        ax.plot(steps, losses, label=f"stage {records[0]['stage']}")
+        offset = steps[-1]
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (10-step mean)")
+    ax.set_title("Training loss")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render_html(results: pd.DataFrame, loss_png: bytes, title: str, k: int = 10) -> str:
+    def table(frame: pd.DataFrame) -> str:
+        return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="t")
+
+    img = base64.b64encode(loss_png).decode()
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}} .t{{border-collapse:collapse}}
+.t td,.t th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<h2>Held-out retrieval per language (full dim)</h2>{table(language_table(results, k))}
+<h2>Matryoshka dims (mean over languages)</h2>{table(dim_table(results, k))}
+<h2>Training</h2><img alt="loss curve" src="data:image/png;base64,{img}">
+</body></html>"""
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
