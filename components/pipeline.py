@@ -52,7 +52,11 @@ def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
 
 def run_local(cfg: RunConfig) -> None:
     """Run the whole pipeline on this machine: kfp.local, in the current interpreter."""
+    import warnings
+
     from kfp import local
 
+    # Cluster-only task settings (display names, later resources) are compiled but not run here.
+    warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=cfg.pipeline_root)
     f2llm_pipeline(config_json=cfg.model_dump_json())

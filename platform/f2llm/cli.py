@@ -20,15 +20,21 @@ def _print_results(cfg, seconds: float) -> None:
     k = cfg.eval.k
     results = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(cfg.output_uri, "report", "results.csv"))))
     console = Console()
-    table = Table(title=f"Held-out retrieval per language (dim {results['dim'].max()})")
     langs = language_table(results, k)
-    for col in langs.columns:
-        table.add_column(col, justify="left" if col in ("language", "script") else "right")
-    for row in langs.itertuples(index=False):
-        table.add_row(*(f"{v:+.3f}" if c == "Δ ndcg" else f"{v:.3f}" if isinstance(v, float) else str(v)
-                        for c, v in zip(langs.columns, row)))
-    means = langs.drop(columns=["language", "script", "queries"]).mean()
-    table.add_row("mean", "", str(langs["queries"].sum()), *(f"{v:.3f}" for v in means), style="bold")
+    table = Table(title=f"Held-out retrieval per language, dim {results['dim'].max()}: base -> trained")
+    for col in ("lang", "script", "queries", f"nDCG@{k}", f"recall@{k}", "Δ nDCG"):
+        table.add_column(col, justify="left" if col in ("lang", "script") else "right")
+
+    def cells(r) -> tuple[str, ...]:
+        return (
+            f"{r[f'base ndcg@{k}']:.3f} -> {r[f'trained ndcg@{k}']:.3f}",
+            f"{r[f'base recall@{k}']:.3f} -> {r[f'trained recall@{k}']:.3f}",
+            f"{r['Δ ndcg']:+.3f}",
+        )
+
+    for _, r in langs.iterrows():
+        table.add_row(r["language"], r["script"], str(r["queries"]), *cells(r))
+    table.add_row("mean", "", str(langs["queries"].sum()), *cells(langs.mean(numeric_only=True)), style="bold")
     console.print(table)
     dims = dim_table(results, k).pivot(index="dim", columns="model", values=f"ndcg@{k}")
     console.print("Matryoshka dims, mean nDCG@%d: " % k + ", ".join(

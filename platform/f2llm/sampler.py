@@ -33,9 +33,7 @@ class SourceBatchSampler:
             rows = rows[:]
             rng.shuffle(rows)
             for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start : start + self.batch_size]
-                if len(chunk) >= 2:  # a one-row batch has no in-batch contrast
-                    batches.append(Batch(name, tuple(chunk)))
+                batches.append(Batch(name, tuple(rows[start : start + self.batch_size])))
         rng.shuffle(batches)
         return batches
 

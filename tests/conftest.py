@@ -1,0 +1,64 @@
+"""Shared fixtures: a real S3 server on loopback (moto), the bundled sample, a tiny model."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1, with the environment our storage layer reads."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {
+        "F2LLM_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env["F2LLM_S3_ENDPOINT"]
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_rows() -> pd.DataFrame:
+    from f2llm.ingest import ingest
+
+    return ingest(str(SAMPLE))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, sample_rows) -> Path:
+    from f2llm.base_model import build_tiny_model
+    from f2llm.config import TinyModelConfig
+
+    out = tmp_path_factory.mktemp("tiny")
+    texts = pd.concat([sample_rows["query"], sample_rows["passage"]]).tolist()
+    return build_tiny_model(TinyModelConfig(), texts, out)
