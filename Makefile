@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 STAMP  := $(VENV)/.installed
 
+# Nothing downloads models or data at run time: every model here is built or exported locally.
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+
 .PHONY: install run test compile sample clean
 
 $(STAMP): pyproject.toml

@@ -60,3 +60,21 @@ def test_left_and_right_padding_give_the_same_embedding(tiny_model_dir):
     from f2llm.kernels import last_token_pool
 
     torch.testing.assert_close(last_token_pool(hidden, mask), right, atol=1e-5, rtol=1e-4)
+
+
+def test_fetch_base_model_from_s3_enforces_the_eos_rule(s3_endpoint, tmp_path, tiny_model_dir):
+    """A real checkpoint whose tokenizer does not append EOS (Qwen3 base LLMs) gets it on fetch."""
+    from f2llm.base_model import fetch_base_model
+    from f2llm.config import ModelConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.backend_tokenizer.post_processor = None
+    upstream = tmp_path / "upstream"
+    AutoModel.from_pretrained(tiny_model_dir).save_pretrained(upstream)
+    tok.save_pretrained(upstream)
+    storage.upload_dir(upstream, "s3://f2llm-models/qwen3-like")
+
+    out = fetch_base_model(ModelConfig(base="s3://f2llm-models/qwen3-like"), tmp_path / "base")
+    fetched = AutoTokenizer.from_pretrained(out)
+    assert fetched("Habari")["input_ids"][-1] == fetched.eos_token_id
+    assert AutoModel.from_pretrained(out).config.hidden_size == 64

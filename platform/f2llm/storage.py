@@ -130,20 +130,17 @@ def write_text(uri: str, text: str) -> None:
 
 
 def exists(uri: str) -> bool:
+    """True for a file/object, or a directory/prefix holding at least one."""
     loc = parse_uri(uri)
     if loc.scheme == "file":
         return Path(loc.key).exists()
-    return any(True for _ in list_files(uri)) or _s3_object_exists(loc)
-
-
-def _s3_object_exists(loc: Location) -> bool:
     from minio.error import S3Error
 
     try:
         s3_client().stat_object(loc.bucket, loc.key)
         return True
     except S3Error:
-        return False
+        return bool(list_files(uri))
 
 
 def list_files(uri: str) -> list[str]:
