@@ -47,9 +47,16 @@ class DataConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    min_chars: int = 1
-    max_chars: int = 8192
-    min_rows_per_slice: int = 1
+    """Row rules quarantine rows; slice rules (per task and language) stop the run or drop the slice."""
+
+    min_chars: int = Field(1, ge=1)
+    max_chars: int = Field(8192, ge=1)
+    max_negatives: int = Field(24, ge=1)  # the recipe stores 24 mined negatives
+    min_rows_per_slice: int = Field(1, ge=1)
+    min_language_agreement: float = Field(0.6, ge=0, le=1)
+    langid_min_chars: int = 20  # shorter texts are checked by script only
+    langid_confidence: float = Field(0.6, ge=0, le=1)
+    on_slice_failure: Literal["stop", "drop"] = "stop"
 
 
 class StageConfig(_Strict):

@@ -83,7 +83,11 @@ def _records(name: str, data: bytes) -> list[dict]:
     suffix = PurePosixPath(name).suffix
     if suffix in (".jsonl", ".json"):
         records = []
-        for n, line in enumerate(data.decode("utf-8", errors="strict").splitlines()):
+        for n, raw in enumerate(data.splitlines()):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise IngestError(f"{name}: row {n}: not UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})") from None
             if not line.strip():
                 continue
             try:
@@ -111,14 +115,7 @@ def _negative_fields(name: str, fields: set[str]) -> list[str]:
 
 def read_source(data_uri: str, spec: SourceSpec) -> pd.DataFrame:
     uri = storage.join(data_uri, spec.path)
-    try:
-        data = storage.read_bytes(uri)
-    except UnicodeDecodeError as err:
-        raise IngestError(f"{uri}: not UTF-8 ({err.reason})") from None
-    try:
-        records = _records(spec.path, data)
-    except UnicodeDecodeError as err:
-        raise IngestError(f"{uri}: not UTF-8 at byte {err.start}") from None
+    records = _records(uri, storage.read_bytes(uri))
     fields = set().union(*(r.keys() for r in records)) if records else set()
     negatives = _negative_fields(uri, fields)
     rows = []
