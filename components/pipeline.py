@@ -1,4 +1,4 @@
-"""The F2LLM-v2 pipeline: ingest -> validate -> base model -> prepare -> stage 1 -> stage 2 ->
+"""The F2LLM-v2 pipeline: ingest -> validate (a task per language) -> base model -> prepare -> stage 1 -> stage 2 ->
 evaluate -> export. The whole run is configured by one validated RunConfig passed as JSON.
 """
 
@@ -7,18 +7,31 @@ from pathlib import Path
 from kfp import compiler, dsl
 
 from f2llm.components.stages import (
-    base_model_op, evaluate_op, export_op, ingest_op, prepare_op, train_op, validate_op,
+    base_model_op, evaluate_op, export_op, ingest_op, merge_validation_op, prepare_op, train_op,
+    validate_language_op,
 )
 from f2llm.config import RunConfig
 
-STAGES = ("ingest", "validate", "base-model", "prepare", "train-stage-1", "train-stage-2", "evaluate", "export")
+STAGES = (
+    "ingest", "validate-language", "merge-validation", "base-model", "prepare", "train-stage-1",
+    "train-stage-2", "evaluate", "export",
+)
 
 
 @dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
 def f2llm_pipeline(config_json: str):
     ingest = ingest_op(config_json=config_json).set_display_name("ingest")
-    validate = validate_op(config_json=config_json, rows=ingest.outputs["rows"]).set_display_name("validate")
-    accepted = validate.outputs["accepted"]
+    with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as language:
+        check = validate_language_op(
+            config_json=config_json, rows=ingest.outputs["rows"], language=language
+        ).set_display_name("validate-language")
+    validation = merge_validation_op(
+        accepted_parts=dsl.Collected(check.outputs["accepted"]),
+        quarantine_parts=dsl.Collected(check.outputs["quarantine"]),
+        check_parts=dsl.Collected(check.outputs["checks"]),
+        summary_parts=dsl.Collected(check.outputs["language_summary"]),
+    ).set_display_name("merge-validation")
+    accepted = validation.outputs["accepted"]
     base = base_model_op(config_json=config_json, accepted=accepted).set_display_name("base-model")
     prepare = prepare_op(
         config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
@@ -35,7 +48,7 @@ def f2llm_pipeline(config_json: str):
     ).set_display_name("evaluate")
     export_op(
         config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
-        report=evaluate.outputs["report"],
+        report=evaluate.outputs["report"], validation_report=validation.outputs["report"],
     ).set_display_name("export")
 
 

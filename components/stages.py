@@ -5,6 +5,8 @@ KFP serialises a component's function source, so imports live inside the bodies.
 has the f2llm package installed.
 """
 
+from typing import List
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -13,7 +15,8 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
 
 @component
-def ingest_op(config_json: str, rows: Output[Dataset], metrics: Output[Metrics]):
+def ingest_op(config_json: str, rows: Output[Dataset], metrics: Output[Metrics]) -> List[str]:
+    """-> the languages present, for the per-language validation fan-out."""
     from f2llm.config import RunConfig
     from f2llm.ingest import ingest
 
@@ -23,27 +26,56 @@ def ingest_op(config_json: str, rows: Output[Dataset], metrics: Output[Metrics])
     metrics.log_metric("rows", len(frame))
     metrics.log_metric("sources", int(frame["source"].nunique()))
     metrics.log_metric("languages", int(frame["language"].nunique()))
+    return sorted(frame["language"].unique())
 
 
 @component
-def validate_op(
-    config_json: str, rows: Input[Dataset], accepted: Output[Dataset], quarantine: Output[Dataset],
-    summary: Output[Markdown], data_docs: Output[Artifact], metrics: Output[Metrics],
+def validate_language_op(
+    config_json: str, rows: Input[Dataset], language: str, accepted: Output[Dataset],
+    quarantine: Output[Dataset], checks: Output[Dataset], language_summary: Output[Dataset],
+    data_docs: Output[Artifact],
 ):
+    """One language slice (all its task types) through the GX suites: a pod a language."""
     import pandas as pd
 
     from f2llm.config import RunConfig
-    from f2llm.report import markdown_table
     from f2llm.validate import validate
 
     cfg = RunConfig.model_validate_json(config_json)
-    outcome = validate(pd.read_parquet(rows.path), cfg.validation, docs_dir=data_docs.path)
+    frame = pd.read_parquet(rows.path)
+    outcome = validate(frame[frame["language"] == language], cfg.validation, docs_dir=data_docs.path)
     outcome.accepted.to_parquet(accepted.path, index=False)
     outcome.quarantined.to_parquet(quarantine.path, index=False)
+    outcome.slices.assign(observed=outcome.slices["observed"].astype(str)).to_parquet(checks.path, index=False)
+    outcome.summary.to_parquet(language_summary.path, index=False)
+
+
+@component
+def merge_validation_op(
+    accepted_parts: Input[List[Dataset]], quarantine_parts: Input[List[Dataset]], check_parts: Input[List[Dataset]],
+    summary_parts: Input[List[Dataset]], accepted: Output[Dataset], quarantine: Output[Dataset], summary: Output[Markdown], report: Output[HTML],
+    metrics: Output[Metrics],
+):
+    import pandas as pd
+
+    from f2llm.report import markdown_table, validation_html
+
+    def concat(parts):
+        return pd.concat([pd.read_parquet(p.path) for p in parts], ignore_index=True)
+
+    rows_ok, rows_bad = concat(accepted_parts), concat(quarantine_parts)
+    per_language = concat(summary_parts).sort_values("language")
+    rows_ok.to_parquet(accepted.path, index=False)
+    rows_bad.to_parquet(quarantine.path, index=False)
+    table = markdown_table(per_language)
+    print(table)
     with open(summary.path, "w") as fh:
-        fh.write("# Validation per language\n\n" + markdown_table(outcome.summary) + "\n")
-    metrics.log_metric("accepted", len(outcome.accepted))
-    metrics.log_metric("quarantined", len(outcome.quarantined))
+        fh.write("# Validation per language\n\n" + table + "\n")
+    with open(report.path, "w") as fh:
+        fh.write(validation_html(per_language, concat(check_parts), rows_bad))
+    metrics.log_metric("rows", int(per_language["rows"].sum()))
+    metrics.log_metric("accepted", len(rows_ok))
+    metrics.log_metric("quarantined", len(rows_bad))
 
 
 @component
@@ -138,7 +170,7 @@ def evaluate_op(
 @component
 def export_op(
     config_json: str, trained_model: Input[Model], results: Input[Dataset], report: Input[HTML],
-    model: Output[Model],
+    validation_report: Input[HTML], model: Output[Model],
 ):
     from f2llm import storage
     from f2llm.config import RunConfig
@@ -151,4 +183,6 @@ def export_op(
         storage.write_bytes(storage.join(cfg.output_uri, "report", "index.html"), fh.read())
     with open(results.path, "rb") as fh:
         storage.write_bytes(storage.join(cfg.output_uri, "report", "results.csv"), fh.read())
+    with open(validation_report.path, "rb") as fh:
+        storage.write_bytes(storage.join(cfg.output_uri, "report", "validation.html"), fh.read())
     model.metadata["uri"] = storage.join(cfg.output_uri, "model")

@@ -21,10 +21,13 @@ def test_compile_writes_every_stage(tmp_path):
     out = tmp_path / "pipeline.yaml"
     assert main(["compile", "--config", str(DEMO), "--output", str(out)]) == 0
     spec = yaml.safe_load(out.read_text())
-    tasks = spec["root"]["dag"]["tasks"]
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    tasks = {name: t for dag in dags for name, t in dag["tasks"].items() if "executorLabel" in spec["components"][t["componentRef"]["name"]]}
     assert sorted(t["taskInfo"]["name"] for t in tasks.values()) == sorted(STAGES)
-    for task in tasks.values():
-        assert task["componentRef"]["name"] in spec["components"]
+    # validation fans out: a task per language inside a ParallelFor over ingest's language list
+    [loop] = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("pipelinechannel--ingest-op-Output")
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 8
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     assert json.loads(default) == json.loads(load_config(DEMO).model_dump_json())
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
@@ -52,9 +55,10 @@ def test_local_run_from_s3_learns_and_publishes(tmp_path, s3_endpoint, capsys):
     assert results["language"].nunique() == 26
 
     # rows in = accepted + quarantined, as the validate step wrote them
-    [validate_dir] = (tmp_path / "kfp").glob("*/validate-op")
-    accepted = pd.read_parquet(validate_dir / "accepted")
-    quarantined = pd.read_parquet(validate_dir / "quarantine")
+    [merged] = (tmp_path / "kfp").glob("*/merge-validation-op")
+    accepted = pd.read_parquet(merged / "accepted")
+    quarantined = pd.read_parquet(merged / "quarantine")
+    assert len(list((tmp_path / "kfp").glob("*/for-loop-*/validate-language-op"))) == 26  # a task per language
     [ingest_dir] = (tmp_path / "kfp").glob("*/ingest-op")
     assert len(accepted) + len(quarantined) == len(pd.read_parquet(ingest_dir / "rows"))
 
@@ -64,3 +68,5 @@ def test_local_run_from_s3_learns_and_publishes(tmp_path, s3_endpoint, capsys):
     vectors = model.encode(["Mji mkuu wa Kenya ni upi?"], prompt_name="query")
     assert vectors.shape == (1, 64)
     assert "<h2>Training</h2>" in storage.read_text("s3://f2llm-runs/demo/report/index.html")
+    validation_page = storage.read_text("s3://f2llm-runs/demo/report/validation.html")
+    assert f"{len(accepted) + len(quarantined)} rows, {len(accepted)} accepted" in validation_page

@@ -18,6 +18,14 @@ import pandas as pd
 from f2llm.languages import LANGUAGES
 
 
+_STYLE = """<style>body{font-family:sans-serif;margin:2em;max-width:80em} .t{border-collapse:collapse}
+.t td,.t th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}</style>"""
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="t")
+
+
 def language_table(results: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     """Full-dim scores per language, base vs trained, with script and the gain."""
     full = results[results["dim"] == results["dim"].max()]
@@ -62,17 +70,27 @@ def loss_curve_png(train_logs: list[Path]) -> bytes:
 
 
 def render_html(results: pd.DataFrame, loss_png: bytes, title: str, k: int = 10) -> str:
-    def table(frame: pd.DataFrame) -> str:
-        return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="t")
-
     img = base64.b64encode(loss_png).decode()
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:70em}} .t{{border-collapse:collapse}}
-.t td,.t th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}}</style></head><body>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>{_STYLE}</head><body>
 <h1>{html.escape(title)}</h1>
-<h2>Held-out retrieval per language (full dim)</h2>{table(language_table(results, k))}
-<h2>Matryoshka dims (mean over languages)</h2>{table(dim_table(results, k))}
+<h2>Held-out retrieval per language (full dim)</h2>{_table(language_table(results, k))}
+<h2>Matryoshka dims (mean over languages)</h2>{_table(dim_table(results, k))}
 <h2>Training</h2><img alt="loss curve" src="data:image/png;base64,{img}">
+</body></html>"""
+
+
+def validation_html(per_language: pd.DataFrame, checks: pd.DataFrame, quarantined: pd.DataFrame) -> str:
+    """One page: rows/accepted/quarantined/agreement per language, failed rules, quarantine reasons."""
+    failed = checks[~checks["success"]].sort_values(["language", "task"])
+    reasons = quarantined["reasons"].str.split("; ").explode().value_counts().rename_axis("reason").reset_index(name="rows")
+    examples = quarantined.head(50).assign(query=lambda f: f["query"].str.slice(0, 80))[["language", "source", "row", "query", "reasons"]]
+    totals = per_language[["rows", "accepted", "quarantined"]].sum()
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Validation</title>{_STYLE}</head><body>
+<h1>Validation: {totals['rows']} rows, {totals['accepted']} accepted, {totals['quarantined']} quarantined</h1>
+<h2>Per language</h2>{_table(per_language)}
+<h2>Failed rules per slice</h2>{_table(failed) if len(failed) else "<p>none</p>"}
+<h2>Quarantine reasons</h2>{_table(reasons) if len(reasons) else "<p>none</p>"}
+<h2>Quarantined rows (first 50)</h2>{_table(examples) if len(examples) else "<p>none</p>"}
 </body></html>"""
 
 
