@@ -1,4 +1,4 @@
-"""The F2LLM-v2 pipeline: ingest -> validate (a task per language) -> base model -> prepare -> stage 1 -> stage 2 ->
+"""The F2LLM-v2 pipeline: ingest -> validate (a task per language) -> mine negatives -> base model -> prepare -> stage 1 -> stage 2 ->
 evaluate -> export. The whole run is configured by one validated RunConfig passed as JSON.
 """
 
@@ -7,13 +7,13 @@ from pathlib import Path
 from kfp import compiler, dsl
 
 from f2llm.components.stages import (
-    base_model_op, evaluate_op, export_op, ingest_op, merge_validation_op, prepare_op, train_op,
-    validate_language_op,
+    base_model_op, evaluate_op, export_op, ingest_op, merge_validation_op, mine_op, prepare_op,
+    train_op, validate_language_op,
 )
 from f2llm.config import RunConfig
 
 STAGES = (
-    "ingest", "validate-language", "merge-validation", "base-model", "prepare", "train-stage-1",
+    "ingest", "validate-language", "merge-validation", "mine-negatives", "base-model", "prepare", "train-stage-1",
     "train-stage-2", "evaluate", "export",
 )
 
@@ -31,7 +31,8 @@ def f2llm_pipeline(config_json: str):
         check_parts=dsl.Collected(check.outputs["checks"]),
         summary_parts=dsl.Collected(check.outputs["language_summary"]),
     ).set_display_name("merge-validation")
-    accepted = validation.outputs["accepted"]
+    mine = mine_op(config_json=config_json, accepted=validation.outputs["accepted"]).set_display_name("mine-negatives")
+    accepted = mine.outputs["mined"]
     base = base_model_op(config_json=config_json, accepted=accepted).set_display_name("base-model")
     prepare = prepare_op(
         config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
@@ -49,6 +50,7 @@ def f2llm_pipeline(config_json: str):
     export_op(
         config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
         report=evaluate.outputs["report"], validation_report=validation.outputs["report"],
+        validation_summary=validation.outputs["per_language"],
     ).set_display_name("export")
 
 

@@ -53,8 +53,8 @@ def validate_language_op(
 @component
 def merge_validation_op(
     accepted_parts: Input[List[Dataset]], quarantine_parts: Input[List[Dataset]], check_parts: Input[List[Dataset]],
-    summary_parts: Input[List[Dataset]], accepted: Output[Dataset], quarantine: Output[Dataset], summary: Output[Markdown], report: Output[HTML],
-    metrics: Output[Metrics],
+    summary_parts: Input[List[Dataset]], accepted: Output[Dataset], quarantine: Output[Dataset],
+    per_language: Output[Dataset], summary: Output[Markdown], report: Output[HTML], metrics: Output[Metrics],
 ):
     import pandas as pd
 
@@ -64,18 +64,36 @@ def merge_validation_op(
         return pd.concat([pd.read_parquet(p.path) for p in parts], ignore_index=True)
 
     rows_ok, rows_bad = concat(accepted_parts), concat(quarantine_parts)
-    per_language = concat(summary_parts).sort_values("language")
+    languages = concat(summary_parts).sort_values("language")
+    languages.to_csv(per_language.path, index=False)
     rows_ok.to_parquet(accepted.path, index=False)
     rows_bad.to_parquet(quarantine.path, index=False)
-    table = markdown_table(per_language)
+    table = markdown_table(languages)
     print(table)
     with open(summary.path, "w") as fh:
         fh.write("# Validation per language\n\n" + table + "\n")
     with open(report.path, "w") as fh:
-        fh.write(validation_html(per_language, concat(check_parts), rows_bad))
-    metrics.log_metric("rows", int(per_language["rows"].sum()))
+        fh.write(validation_html(languages, concat(check_parts), rows_bad))
+    metrics.log_metric("rows", int(languages["rows"].sum()))
     metrics.log_metric("accepted", len(rows_ok))
     metrics.log_metric("quarantined", len(rows_bad))
+
+
+@component
+def mine_op(config_json: str, accepted: Input[Dataset], mined: Output[Dataset], metrics: Output[Metrics]):
+    """Hard negatives from the configured teacher; without one, the stored negatives pass through."""
+    import dataclasses
+
+    import pandas as pd
+
+    from f2llm.config import RunConfig
+    from f2llm.mining import mine_hard_negatives
+
+    cfg = RunConfig.model_validate_json(config_json)
+    rows, stats = mine_hard_negatives(pd.read_parquet(accepted.path), cfg.mining)
+    rows.to_parquet(mined.path, index=False)
+    for key, value in dataclasses.asdict(stats).items():
+        metrics.log_metric(key, value)
 
 
 @component
@@ -170,7 +188,7 @@ def evaluate_op(
 @component
 def export_op(
     config_json: str, trained_model: Input[Model], results: Input[Dataset], report: Input[HTML],
-    validation_report: Input[HTML], model: Output[Model],
+    validation_report: Input[HTML], validation_summary: Input[Dataset], model: Output[Model],
 ):
     from f2llm import storage
     from f2llm.config import RunConfig
@@ -183,6 +201,7 @@ def export_op(
         storage.write_bytes(storage.join(cfg.output_uri, "report", "index.html"), fh.read())
     with open(results.path, "rb") as fh:
         storage.write_bytes(storage.join(cfg.output_uri, "report", "results.csv"), fh.read())
-    with open(validation_report.path, "rb") as fh:
-        storage.write_bytes(storage.join(cfg.output_uri, "report", "validation.html"), fh.read())
+    for artifact, name in ((validation_report, "validation.html"), (validation_summary, "validation.csv")):
+        with open(artifact.path, "rb") as fh:
+            storage.write_bytes(storage.join(cfg.output_uri, "report", name), fh.read())
     model.metadata["uri"] = storage.join(cfg.output_uri, "model")

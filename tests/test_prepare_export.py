@@ -59,3 +59,16 @@ def test_export_loads_in_sentence_transformers_with_our_vectors(tmp_path, tiny_m
     assert config["matryoshka_dimensions"] == [64, 32, 16, 8]
     pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
     assert pooling["pooling_mode"] == "lasttoken" and pooling["include_prompt"] is True
+
+
+def test_temperature_sampling_flattens_the_language_mix():
+    from f2llm.prepare import temperature_sample
+
+    train = pd.DataFrame({"language": ["eng"] * 900 + ["swa"] * 100, "query": [f"q{i}" for i in range(1000)]})
+    same, targets = temperature_sample(train, temperature=1.0, seed=0)
+    assert targets == {"eng": 900, "swa": 100}
+    flat, targets = temperature_sample(train, temperature=2.0, seed=0)
+    # p ~ sqrt(n): sqrt(900) = 30, sqrt(100) = 10 -> 750 / 250 of 1000
+    assert targets == {"eng": 750, "swa": 250}
+    assert flat.groupby("language").size().to_dict() == targets
+    assert flat.loc[flat["language"] == "swa", "query"].nunique() == 100  # up-sampled with replacement

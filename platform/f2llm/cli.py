@@ -40,6 +40,11 @@ def _print_results(cfg, seconds: float) -> None:
     console.print("Matryoshka dims, mean nDCG@%d: " % k + ", ".join(
         f"{d}: {r['base']:.3f} -> {r['trained']:.3f}" for d, r in dims.sort_index(ascending=False).iterrows()
     ))
+    checked = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(cfg.output_uri, "report", "validation.csv"))))
+    console.print(
+        f"validation: {checked['rows'].sum()} rows in {len(checked)} languages -> {checked['accepted'].sum()} accepted, "
+        f"{checked['quarantined'].sum()} quarantined ({storage.join(cfg.output_uri, 'report', 'validation.html')})"
+    )
     console.print(f"model:  {storage.join(cfg.output_uri, 'model')}")
     console.print(f"report: {storage.join(cfg.output_uri, 'report', 'index.html')}")
     console.print(f"done in {seconds:.0f} s")

@@ -43,6 +43,8 @@ class DataConfig(_Strict):
     uri: str  # directory holding sources.yaml
     max_per_source: int = Field(80_000, ge=1)  # recipe: at most 80k queries per source
     doc_instruction_ratio: float = Field(0.3, ge=0, le=1)  # stage 2, symmetric tasks
+    # Optional temperature sampling over languages: p_l ~ n_l^(1/T); None keeps the cap only.
+    language_temperature: float | None = Field(None, gt=0)
     seed: int = 0
 
 
@@ -57,6 +59,22 @@ class ValidationConfig(_Strict):
     langid_min_chars: int = 20  # shorter texts are checked by script only
     langid_confidence: float = Field(0.6, ge=0, le=1)
     on_slice_failure: Literal["stop", "drop"] = "stop"
+
+
+class MiningConfig(_Strict):
+    """Hard-negative mining (recipe, "Data": top 100, skip the top 5, keep candidates scoring
+    < 0.8 and < 95% of the positive's score, keep 24)."""
+
+    teacher: str | None = None  # HF / sentence-transformers path, URI, or package:<pkg>/<dir>; None: off
+    tasks: list[str] = ["retrieval", "bitext"]
+    mode: Literal["replace", "fill"] = "replace"  # fill: append mined to stored negatives up to `keep`
+    top_k: int = Field(100, ge=1)
+    skip_top: int = Field(5, ge=0)
+    max_score: float = 0.8
+    max_relative: float = 0.95
+    keep: int = Field(24, ge=1)
+    batch_size: int = Field(128, ge=1)
+    max_length: int = 256
 
 
 class StageConfig(_Strict):
@@ -90,6 +108,7 @@ class RunConfig(_Strict):
     name: str = "f2llm"
     data: DataConfig
     validation: ValidationConfig = ValidationConfig()
+    mining: MiningConfig = MiningConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -121,4 +140,6 @@ def load_config(path: str | Path) -> RunConfig:
     cfg.pipeline_root = _resolve(cfg.pipeline_root, base)
     if cfg.model.base != "tiny":
         cfg.model.base = _resolve(cfg.model.base, base)
+    if cfg.mining.teacher and not cfg.mining.teacher.startswith("package:"):
+        cfg.mining.teacher = _resolve(cfg.mining.teacher, base)
     return cfg

@@ -11,6 +11,7 @@ Stage 1 holds retrieval-like sources without instructions. Stage 2 holds every t
 the source's instruction on every query and on `doc_instruction_ratio` (recipe: 30%) of the
 documents of symmetric tasks. The per-source cap (recipe: 80k queries) is the language
 balancing, sources being split per language; capped rows are counted in the returned stats.
+Optional temperature sampling over languages then reshapes the language mix.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ def cap_per_source(train: pd.DataFrame, cap: int, seed: int) -> tuple[pd.DataFra
     return pd.concat(kept).sort_index(), capped
 
 
+def temperature_sample(train: pd.DataFrame, temperature: float, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Resample languages to p_l = n_l^(1/T) / sum_m n_m^(1/T) of the same total.
+
+    T = 1 keeps the natural distribution; larger T flattens it towards uniform. An up-sampled
+    language repeats every row floor(t/n) times plus a random remainder, so none is left out;
+    a down-sampled one keeps a random subset (the same trade as the per-source cap).
+    """
+    sizes = train.groupby("language").size()
+    weights = sizes.astype(float) ** (1.0 / temperature)
+    targets = (weights / weights.sum() * len(train)).round().astype(int).clip(lower=1)
+    parts = []
+    for lang, part in train.groupby("language", sort=True):
+        repeats, remainder = divmod(int(targets[lang]), len(part))
+        parts += [part] * repeats + [part.sample(n=remainder, random_state=seed)]
+    return pd.concat(parts), {lang: int(n) for lang, n in targets.items()}
+
+
 def _stage_rows(train: pd.DataFrame, corpus: _Corpus, stage: int, doc_ratio: float, rng: random.Random) -> pd.DataFrame:
     rows = []
     for r in train.itertuples(index=False):
@@ -73,9 +91,11 @@ def prepare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, capped = cap_per_source(accepted[accepted["split"] == "train"], cfg.max_per_source, cfg.seed)
+    stats = {"train_rows": len(train), "capped": capped}
+    if cfg.language_temperature is not None:
+        train, stats["language_targets"] = temperature_sample(train, cfg.language_temperature, cfg.seed)
     corpus = _Corpus()
     rng = random.Random(cfg.seed)
-    stats = {"train_rows": len(train), "capped": capped}
     for stage in (1, 2):
         table = _stage_rows(train, corpus, stage, cfg.doc_instruction_ratio, rng)
         table.to_parquet(out / f"stage{stage}.parquet", index=False)
