@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: install run test compile sample clean
+.PHONY: install run test bench compile sample clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: $(STAMP)  ## the whole pipeline on the bundled sample, locally through kfp.
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## benchmarks; JSON results with machine info in benchmarks/results/
+	$(BIN)/python benchmarks/bench_validation.py
+	$(BIN)/python benchmarks/bench_mining.py
 
 compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster
 	$(BIN)/f2llm compile --config $(CONFIG) --output build/pipeline.yaml

@@ -58,6 +58,7 @@ class ValidationConfig(_Strict):
     min_language_agreement: float = Field(0.6, ge=0, le=1)
     langid_min_chars: int = 20  # shorter texts are checked by script only
     langid_confidence: float = Field(0.6, ge=0, le=1)
+    langid_sample: int = Field(2000, ge=1)  # rows per slice the agreement share is estimated on
     on_slice_failure: Literal["stop", "drop"] = "stop"
 
 

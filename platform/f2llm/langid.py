@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import pandas as pd
+
 import pycountry
 
-from f2llm.languages import LANGUAGES, dominant_script
+from f2llm.languages import LANGUAGES, SCRIPT_RANGES
 
 # fastText lid.176 labels (https://fasttext.cc/docs/en/language-identification.html)
 LID176 = (
@@ -104,10 +106,24 @@ def agreement(texts: list[str], language: str, min_chars: int = 20, confidence: 
     return out
 
 
-def script_matches(texts: list[str], language: str) -> list[bool]:
-    """Per text: is it written in a script of `language`? True where the script is unknown."""
+def allowed_scripts(language: str) -> set[str]:
     language = normalise(language)
-    if language not in LANGUAGES:
-        return [True] * len(texts)
-    allowed = {LANGUAGES[language].script, None} | _EXTRA_SCRIPTS.get(language, set())
-    return [dominant_script(t) in allowed for t in texts]
+    return {LANGUAGES[language].script} | _EXTRA_SCRIPTS.get(language, set()) if language in LANGUAGES else set()
+
+
+_ALL_LETTERS = "[" + "".join(SCRIPT_RANGES.values()) + "]"
+
+
+def script_matches(texts: list[str] | pd.Series, language: str) -> list[bool]:
+    """Per text: are at least half its letters (of the scripts we know) in a script of `language`?
+
+    True for texts without such letters and for languages whose script we do not know. Counted
+    with vectorised regexes over Unicode ranges (RE2 through pyarrow), not per character.
+    """
+    scripts = allowed_scripts(language)
+    series = pd.Series(texts, dtype="str")
+    if not scripts:
+        return [True] * len(series)
+    allowed = series.str.count("[" + "".join(SCRIPT_RANGES[s] for s in scripts) + "]")
+    letters = series.str.count(_ALL_LETTERS)
+    return ((letters == 0) | (2 * allowed >= letters)).tolist()

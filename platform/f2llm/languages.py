@@ -7,7 +7,6 @@ in it is still accepted when `pycountry`-style validation is not required by the
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 
 
@@ -49,29 +48,12 @@ _LANGS = [
 ]
 LANGUAGES: dict[str, Language] = {lang.code: lang for lang in _LANGS}
 
-# First word of a letter's Unicode name -> script; Japanese mixes kana and Han.
-_SCRIPT_OF_NAME = {
-    "LATIN": "Latin", "CYRILLIC": "Cyrillic", "ARABIC": "Arabic", "DEVANAGARI": "Devanagari",
-    "CJK": "Han", "HIRAGANA": "Japanese", "KATAKANA": "Japanese", "HANGUL": "Hangul",
-    "GREEK": "Greek", "THAI": "Thai", "BENGALI": "Bengali", "TAMIL": "Tamil",
-    "ETHIOPIC": "Ethiopic", "KHMER": "Khmer",
+# Letter ranges of each script, for vectorised counting (pandas/pyarrow str.count with RE2).
+SCRIPT_RANGES = {
+    "Latin": "A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F\u1E00-\u1EFF",
+    "Cyrillic": "\u0400-\u052F", "Arabic": "\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF\uFB50-\uFDFF\uFE70-\uFEFF",
+    "Devanagari": "\u0900-\u097F", "Han": "\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF",
+    "Japanese": "\u3040-\u30FF", "Hangul": "\u1100-\u11FF\u3130-\u318F\uAC00-\uD7AF",
+    "Greek": "\u0370-\u03FF\u1F00-\u1FFF", "Thai": "\u0E00-\u0E7F", "Bengali": "\u0980-\u09FF",
+    "Tamil": "\u0B80-\u0BFF", "Ethiopic": "\u1200-\u139F\u2D80-\u2DDF", "Khmer": "\u1780-\u17FF\u19E0-\u19FF",
 }
-
-
-def dominant_script(text: str) -> str | None:
-    """The script most of the text's letters belong to (None when it has no letters).
-
-    Kana anywhere marks Japanese, since Japanese text is mostly Han by letter count.
-    """
-    counts: dict[str, int] = {}
-    for ch in text:
-        if not ch.isalpha():
-            continue
-        head = unicodedata.name(ch, "").split(" ", 1)[0]
-        script = _SCRIPT_OF_NAME.get(head, "Other")
-        counts[script] = counts.get(script, 0) + 1
-    if not counts:
-        return None
-    if counts.get("Japanese"):
-        return "Japanese"
-    return max(counts, key=counts.__getitem__)

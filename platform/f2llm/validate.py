@@ -21,7 +21,7 @@ expectation carries its human reason in `meta`:
 | no control characters        | control_characters    | in set [False]                     |
 | no U+FFFD (broken encoding)  | replacement_character | in set [False]                     |
 | text in the language's script| script_mismatch       | in set [False]                     |
-| language agreement (slice)   | language_agrees       | column mean >= min agreement       |
+| language agreement (slice)   | language_agrees       | mean >= min agreement (on a sample)|
 | minimum rows (slice)         | (table)               | row count >= min                   |
 """
 
@@ -75,16 +75,20 @@ def computed_columns(frame: pd.DataFrame, cfg: ValidationConfig) -> pd.DataFrame
     out["duplicate_pair"] = out.duplicated(subset=["task", "language", "query", "passage"], keep="first")
     out["control_characters"] = everything.str.contains(_CONTROL)
     out["replacement_character"] = everything.str.contains("\ufffd", regex=False)
+    two_fields = out["task"].isin([t for t, f in LANGUAGE_FIELDS.items() if len(f) == 2])
+    language_text = out["query"].where(~two_fields, out["query"] + " " + out["passage"])
     mismatch = np.zeros(len(out), dtype=bool)
     agrees = np.full(len(out), np.nan)
+    rng = np.random.default_rng(0)
     for (task, language), idx in tqdm(
         out.groupby(["task", "language"]).indices.items(), desc="language checks", leave=False
     ):
-        fields = LANGUAGE_FIELDS[task]
-        texts = out[list(fields)].iloc[idx].agg(" ".join, axis=1).tolist()
+        texts = language_text.iloc[idx]
         mismatch[idx] = ~np.array(langid.script_matches(texts, language))
-        verdicts = langid.agreement(texts, language, cfg.langid_min_chars, cfg.langid_confidence)
-        agrees[idx] = [np.nan if v is None else float(v) for v in verdicts]
+        # a slice-level share: estimated on a seeded sample, every row when the slice is small
+        sample = idx if len(idx) <= cfg.langid_sample else np.sort(rng.choice(idx, cfg.langid_sample, replace=False))
+        verdicts = langid.agreement(language_text.iloc[sample].tolist(), language, cfg.langid_min_chars, cfg.langid_confidence)
+        agrees[sample] = [np.nan if v is None else float(v) for v in verdicts]
     out["script_mismatch"] = mismatch
     out["language_agrees"] = agrees
     return out
