@@ -97,6 +97,8 @@ class TrainConfig(_Strict):
     stage2: StageConfig = StageConfig()
     temperature: float = Field(0.05, gt=0)
     matryoshka: bool = True
+    teacher: str | None = None  # stage-2 distillation teacher (same tokenizer), path or URI
+    kd_weight: float = Field(1.0, ge=0)
     seed: int = 0
 
 
@@ -141,6 +143,8 @@ def load_config(path: str | Path) -> RunConfig:
     cfg.pipeline_root = _resolve(cfg.pipeline_root, base)
     if cfg.model.base != "tiny":
         cfg.model.base = _resolve(cfg.model.base, base)
+    if cfg.train.teacher:
+        cfg.train.teacher = _resolve(cfg.train.teacher, base)
     if cfg.mining.teacher and not cfg.mining.teacher.startswith("package:"):
         cfg.mining.teacher = _resolve(cfg.mining.teacher, base)
     return cfg

@@ -5,7 +5,9 @@ sampled per task, Matryoshka InfoNCE, clip, step) -> save (HF checkpoint) -> log
 
 Recipe: full fine-tuning, AdamW betas (0.9, 0.98), weight decay 0.01, grad clip 1.0, warmup
 then cosine (or constant) schedule floored at min_lr; hard negatives per task type (7 retrieval,
-9 clustering, 1 binary classification) sampled from the stored ones.
+9 clustering, 1 binary classification) sampled from the stored ones. With a teacher, stage 2
+adds kd_weight * (MSE on raw query, positive and negative states), the teacher frozen and
+truncated to the student's width.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from f2llm.config import StageConfig, TrainConfig
 from f2llm.encoder import Encoder
+from f2llm.kernels import distillation_mse
 from f2llm.losses import contrastive_loss
 from f2llm.matryoshka import matryoshka_dims, matryoshka_weights
 from f2llm.sampler import SourceBatchSampler
@@ -57,6 +60,9 @@ def train_stage(
     # --- set-up
     encoder = Encoder.load(init_dir, max_length=max_length)
     encoder.model.train()
+    teacher = None
+    if stage == 2 and cfg.teacher is not None:  # frozen; it reads the same token ids
+        teacher = Encoder.load(cfg.teacher, max_length=max_length).requires_grad_(False).eval()
     table = pd.read_parquet(Path(data_dir) / f"stage{stage}.parquet")
     corpus = pd.read_parquet(Path(data_dir) / "corpus.parquet")["input_ids"].map(list).tolist()
     hidden = encoder.hidden_size
@@ -91,6 +97,12 @@ def train_stage(
                     states[:b], states[b : 2 * b], states[2 * b :].view(b, k, hidden),
                     in_batch=spec.in_batch, dims=dims, weights=weights, temperature=cfg.temperature,
                 )
+                if teacher is not None:
+                    with torch.no_grad():
+                        target = teacher(ids)
+                    kd = sum(distillation_mse(states[s], target[s]) for s in (slice(0, b), slice(b, 2 * b), slice(2 * b, None)))
+                    loss = loss + cfg.kd_weight * kd
+                    parts["kd"] = kd.item()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), stage_cfg.grad_clip)
