@@ -99,6 +99,8 @@ class TrainConfig(_Strict):
     matryoshka: bool = True
     teacher: str | None = None  # stage-2 distillation teacher (same tokenizer), path or URI
     kd_weight: float = Field(1.0, ge=0)
+    checkpoint_uri: str | None = None  # resume from its latest checkpoint when one exists
+    checkpoint_every: int = Field(0, ge=0)  # steps; 0 = only the final model
     seed: int = 0
 
 

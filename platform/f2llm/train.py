@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from f2llm import checkpoint
 from f2llm.config import StageConfig, TrainConfig
 from f2llm.encoder import Encoder
 from f2llm.kernels import distillation_mse
@@ -57,8 +58,11 @@ def train_stage(
     torch.manual_seed(cfg.seed + stage)
     rng = random.Random(cfg.seed + stage)
 
-    # --- set-up
-    encoder = Encoder.load(init_dir, max_length=max_length)
+    # --- set-up (from the latest checkpoint when the run was interrupted)
+    resume_dir = None
+    if cfg.checkpoint_uri:
+        resume_dir = checkpoint.latest(cfg.checkpoint_uri, Path(out_dir).parent / f".resume-stage{stage}")
+    encoder = Encoder.load(resume_dir / "model" if resume_dir else init_dir, max_length=max_length)
     encoder.model.train()
     teacher = None
     if stage == 2 and cfg.teacher is not None:  # frozen; it reads the same token ids
@@ -77,14 +81,25 @@ def train_stage(
         encoder.parameters(), lr=stage_cfg.lr, betas=stage_cfg.betas, weight_decay=stage_cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage_cfg, total_steps))
-
-    # --- loop
+    step, position = 0, (0, 0)  # position: (epoch, batch index) of the next batch
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    step, samples, started = 0, 0, time.perf_counter()
-    with log_path.open("w") as log, tqdm(total=total_steps, desc=f"stage {stage}") as bar:
-        for epoch in range(stage_cfg.epochs):
-            for batch in sampler.epoch(epoch):
+    kept_log = []
+    if resume_dir:
+        state = checkpoint.load_trainer_state(resume_dir, optimizer, scheduler)
+        step, position = state["step"], tuple(state["position"])
+        rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
+        if log_path.exists():  # drop what was logged after the checkpoint: those steps run again
+            kept_log = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+
+    # --- loop
+    samples, started = 0, time.perf_counter()
+    with log_path.open("w") as log, tqdm(total=total_steps, initial=step, desc=f"stage {stage}") as bar:
+        log.writelines(line + "\n" for line in kept_log)
+        for epoch in range(position[0], stage_cfg.epochs):
+            for index, batch in enumerate(sampler.epoch(epoch)):
+                if (epoch, index) < position:
+                    continue
                 rows = table.iloc[list(batch.rows)]
                 spec = TASKS[TaskType(rows["task"].iloc[0])]
                 k = min(spec.hard_negatives, *(len(n) for n in rows["negative_ids"]))
@@ -119,9 +134,35 @@ def train_stage(
                 log.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
                 bar.update()
+                if cfg.checkpoint_uri and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    log.flush()
+                    state = {"step": step, "position": [epoch, index + 1], "rng": rng.getstate()}
+                    checkpoint.save(cfg.checkpoint_uri, step, encoder, optimizer, scheduler, state)
 
     # --- save
     out = Path(out_dir)
     encoder.model.save_pretrained(out)
     encoder.tokenizer.save_pretrained(out)
     return {"stage": stage, "steps": step, "seconds": time.perf_counter() - started, "dims": dims}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m f2llm.train`: one stage as its own process (what a training pod runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m f2llm.train", description=main.__doc__)
+    parser.add_argument("--init", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    parser.add_argument("--train-config", required=True, help="TrainConfig as JSON")
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--log", required=True)
+    args = parser.parse_args(argv)
+    cfg = TrainConfig.model_validate_json(args.train_config)
+    print(json.dumps(train_stage(args.init, args.data, args.stage, cfg, args.max_length, args.out, args.log)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
