@@ -29,8 +29,10 @@ def hard_negative_infonce(
     return F.cross_entropy(logits.float(), target)
 
 
-def in_batch_infonce(query: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """query [B, D] against all positives [M, D] (M >= B, the first B are the queries' own)."""
+def in_batch_infonce(
+    query: torch.Tensor, positives: torch.Tensor, temperature: float, offset: int = 0
+) -> torch.Tensor:
+    """query [B, D] against all positives [M, D]; query i's own positive is row offset + i."""
     logits = query @ positives.T / temperature
-    target = torch.arange(query.shape[0], device=query.device)
+    target = torch.arange(query.shape[0], device=query.device) + offset
     return F.cross_entropy(logits.float(), target)

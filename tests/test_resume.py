@@ -29,7 +29,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, sample_ro
                           checkpoint_uri=ckpt, checkpoint_every=5 if ckpt else 0)
         return ["--init", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--stage", "2",
                 "--train-config", cfg.model_dump_json(), "--max-length", "64",
-                "--out", str(tmp_path / name / "model"), "--log", str(tmp_path / name / "log.jsonl")]
+                "--out", str(tmp_path / name / "model"), "--log-file", str(tmp_path / name / "log.jsonl")]
 
     assert _run(args("straight", None)).wait(timeout=300) == 0
 

@@ -20,8 +20,14 @@ from f2llm.kernels import hard_negative_infonce, in_batch_infonce
 def contrastive_loss(
     query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, *, in_batch: bool,
     dims: list[int], weights: list[float], temperature: float,
+    all_positives: torch.Tensor | None = None, offset: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """query/positive [B, H], negatives [B, k, H] (raw states) -> (loss, per-term values)."""
+    """query/positive [B, H], negatives [B, k, H] (raw states) -> (loss, per-term values).
+
+    Data parallel: `all_positives` are the global batch's positives (gathered with gradients)
+    and this rank's queries own rows offset..offset+B of them.
+    """
+    all_positives = positive if all_positives is None else all_positives
     total = query.new_zeros((), dtype=torch.float32)
     parts = {"hard_negative": 0.0, "in_batch": 0.0}
     for dim, weight in zip(dims, weights):
@@ -32,7 +38,7 @@ def contrastive_loss(
         total = total + weight * hn
         parts["hard_negative"] += weight * hn.item()
         if in_batch:
-            ib = in_batch_infonce(q, p, temperature)
+            ib = in_batch_infonce(q, F.normalize(all_positives[:, :dim], dim=-1), temperature, offset)
             total = total + weight * ib
             parts["in_batch"] += weight * ib.item()
     return total, parts

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from f2llm import checkpoint
+from f2llm import checkpoint, distributed
 from f2llm.config import StageConfig, TrainConfig
 from f2llm.encoder import Encoder
 from f2llm.kernels import distillation_mse
@@ -48,6 +49,15 @@ def lr_lambda(cfg: StageConfig, total_steps: int):
     return factor
 
 
+def _global_values(loss: torch.Tensor, parts: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """Sum the ranks' scaled values: the global batch's loss terms (for logging)."""
+    names = sorted(parts)
+    values = torch.tensor([loss.item()] + [parts[n] for n in names], dtype=torch.float64)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(values)
+    return values[0].item(), dict(zip(names, values[1:].tolist()))
+
+
 def train_stage(
     init_dir: str | Path, data_dir: str | Path, stage: int, cfg: TrainConfig, max_length: int,
     out_dir: str | Path, log_path: str | Path,
@@ -56,7 +66,9 @@ def train_stage(
     if stage_cfg is None:
         raise ValueError(f"stage {stage} is not configured")
     torch.manual_seed(cfg.seed + stage)
-    rng = random.Random(cfg.seed + stage)
+    rng = random.Random(cfg.seed + stage)  # same seed on every rank: same batches, same negatives
+    rank, world = distributed.init()
+    main_rank = rank == 0
 
     # --- set-up (from the latest checkpoint when the run was interrupted)
     resume_dir = None
@@ -94,55 +106,71 @@ def train_stage(
 
     # --- loop
     samples, started = 0, time.perf_counter()
-    with log_path.open("w") as log, tqdm(total=total_steps, initial=step, desc=f"stage {stage}") as bar:
+    with (log_path.open("w") if main_rank else open(os.devnull, "w")) as log, \
+            tqdm(total=total_steps, initial=step, desc=f"stage {stage}", disable=not main_rank) as bar:
         log.writelines(line + "\n" for line in kept_log)
         for epoch in range(position[0], stage_cfg.epochs):
             for index, batch in enumerate(sampler.epoch(epoch)):
                 if (epoch, index) < position:
                     continue
-                rows = table.iloc[list(batch.rows)]
-                spec = TASKS[TaskType(rows["task"].iloc[0])]
-                k = min(spec.hard_negatives, *(len(n) for n in rows["negative_ids"]))
-                negatives = [rng.sample(list(n), k) for n in rows["negative_ids"]]
+                every = table.iloc[list(batch.rows)]
+                spec = TASKS[TaskType(every["task"].iloc[0])]
+                k = min(spec.hard_negatives, *(len(n) for n in every["negative_ids"]))
+                drawn = [rng.sample(list(n), k) for n in every["negative_ids"]]  # whole batch, every rank
+                share = distributed.local_slice(len(every), rank, world)
+                rows, negatives, b = every.iloc[share], drawn[share], share.stop - share.start
+                scale = b / len(every)  # local mean * b / B: ranks' losses sum to the global mean
                 ids = [corpus[i] for i in rows["query_id"]] + [corpus[i] for i in rows["positive_id"]]
                 ids += [corpus[i] for negs in negatives for i in negs]
-                states = encoder(ids)
-                b = len(rows)
-                loss, parts = contrastive_loss(
-                    states[:b], states[b : 2 * b], states[2 * b :].view(b, k, hidden),
-                    in_batch=spec.in_batch, dims=dims, weights=weights, temperature=cfg.temperature,
-                )
-                if teacher is not None:
-                    with torch.no_grad():
-                        target = teacher(ids)
-                    kd = sum(distillation_mse(states[s], target[s]) for s in (slice(0, b), slice(b, 2 * b), slice(2 * b, None)))
-                    loss = loss + cfg.kd_weight * kd
-                    parts["kd"] = kd.item()
+                states = encoder(ids) if b else torch.zeros(0, hidden, requires_grad=True)
+                all_positives = distributed.gather_with_grad(states[b : 2 * b]) if spec.in_batch else None
+                parts = {"hard_negative": 0.0, "in_batch": 0.0, **({"kd": 0.0} if teacher is not None else {})}
+                if b:
+                    loss, parts = contrastive_loss(
+                        states[:b], states[b : 2 * b], states[2 * b :].view(b, k, hidden),
+                        in_batch=spec.in_batch, dims=dims, weights=weights, temperature=cfg.temperature,
+                        all_positives=all_positives, offset=share.start,
+                    )
+                    if teacher is not None:
+                        with torch.no_grad():
+                            target = teacher(ids)
+                        kd = sum(distillation_mse(states[s], target[s]) for s in (slice(0, b), slice(b, 2 * b), slice(2 * b, None)))
+                        loss = loss + cfg.kd_weight * kd
+                        parts["kd"] = kd.item()
+                    loss = loss * scale
+                    parts = {key: value * scale for key, value in parts.items()}
+                else:  # an empty share still joins the gather's backward collective
+                    loss = all_positives.sum() * 0.0 if all_positives is not None else torch.zeros(())
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if loss.requires_grad:
+                    loss.backward()
+                distributed.sum_gradients(encoder.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), stage_cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                samples += b
+                samples += len(every)
+                loss, parts = _global_values(loss, parts)
                 elapsed = time.perf_counter() - started
                 record = {
                     "stage": stage, "step": step, "epoch": epoch, "source": batch.source,
-                    "loss": loss.item(), **parts, "grad_norm": float(grad_norm),
+                    "loss": loss, **parts, "grad_norm": float(grad_norm),
                     "lr": scheduler.get_last_lr()[0], "samples_per_s": samples / elapsed,
                 }
                 log.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{record['loss']:.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update()
-                if cfg.checkpoint_uri and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                if main_rank and cfg.checkpoint_uri and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     log.flush()
                     state = {"step": step, "position": [epoch, index + 1], "rng": rng.getstate()}
                     checkpoint.save(cfg.checkpoint_uri, step, encoder, optimizer, scheduler, state)
 
     # --- save
     out = Path(out_dir)
-    encoder.model.save_pretrained(out)
-    encoder.tokenizer.save_pretrained(out)
+    if main_rank:
+        encoder.model.save_pretrained(out)
+        encoder.tokenizer.save_pretrained(out)
+    distributed.barrier()
     return {"stage": stage, "steps": step, "seconds": time.perf_counter() - started, "dims": dims}
 
 
@@ -157,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-config", required=True, help="TrainConfig as JSON")
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--log", required=True)
+    parser.add_argument("--log-file", required=True)
     args = parser.parse_args(argv)
     cfg = TrainConfig.model_validate_json(args.train_config)
-    print(json.dumps(train_stage(args.init, args.data, args.stage, cfg, args.max_length, args.out, args.log)))
+    print(json.dumps(train_stage(args.init, args.data, args.stage, cfg, args.max_length, args.out, args.log_file)))
     return 0
 
 

@@ -1,0 +1,59 @@
+"""Data parallelism for the trainer: torchrun ranks (gloo on CPU, NCCL on GPU).
+
+Every rank holds the whole model and a contiguous slice of each global batch. The in-batch
+InfoNCE needs every positive of the global batch, so positives are all-gathered with a
+gather that keeps gradients (the published code's gather does not: its remote positives are
+constants). Each rank's loss is its *sum* over local queries divided by the global batch size;
+summing gradients over ranks (all-reduce SUM) then gives exactly the gradient of the global
+mean, so W processes match one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def init() -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def local_slice(n: int, rank: int, world: int) -> slice:
+    """Contiguous share of n rows for a rank (sizes differ by at most one)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows (in rank order), differentiably; rows may differ by rank."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    import torch.distributed.nn.functional as dist_fn
+
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]]))
+    longest = int(max(sizes))
+    padded = F.pad(x, (0, 0, 0, longest - x.shape[0]))
+    parts = dist_fn.all_gather(padded)
+    return torch.cat([part[: int(n)] for part, n in zip(parts, sizes)])
+
+
+def sum_gradients(parameters) -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for p in parameters:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,80 @@
+"""Data parallel training on CPU (gloo): the gather keeps gradients; 2 ranks equal 1 process."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from f2llm.config import DataConfig, StageConfig, TrainConfig
+from f2llm.prepare import prepare
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(5, 8, generator=g, dtype=torch.float64), torch.randn(5, 8, generator=g, dtype=torch.float64)
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from f2llm import distributed
+    from f2llm.kernels import in_batch_infonce
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    q_all, p_all = _data()
+    share = distributed.local_slice(5, rank, world)  # 3 rows on rank 0, 2 on rank 1
+    q = q_all[share].clone().requires_grad_(True)
+    p = p_all[share].clone().requires_grad_(True)
+    gathered = distributed.gather_with_grad(p)
+    loss = in_batch_infonce(q, gathered, 0.05, offset=share.start) * (share.stop - share.start) / 5
+    loss.backward()
+    torch.save({"q": q.grad, "p": p.grad}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_gather_keeps_gradients_to_remote_positives(tmp_path):
+    mp.spawn(_worker, args=(2, _port(), str(tmp_path)), nprocs=2, join=True)
+    from f2llm.kernels import in_batch_infonce
+
+    q, p = (t.requires_grad_(True) for t in _data())
+    in_batch_infonce(q, p, 0.05).backward()  # one process, the global batch
+    grads = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([g["q"] for g in grads]), q.grad)
+    # rank 1's positives get the gradient of rank 0's queries too: the remote path is kept
+    torch.testing.assert_close(torch.cat([g["p"] for g in grads]), p.grad)
+    assert grads[1]["p"].abs().sum() > 0
+
+
+def test_two_ranks_match_one_process(tmp_path, sample_rows, tiny_model_dir):
+    rows = sample_rows[sample_rows["language"].isin(["swa", "jpn", "amh"])]
+    prepare(rows, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig(uri="unused"), 64, tmp_path / "data")
+    cfg = TrainConfig(stage1=None, stage2=StageConfig(epochs=2, lr=1e-3, batch_size=7, warmup_ratio=0.1))
+
+    def args(name):
+        return ["-m", "f2llm.train", "--init", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--stage", "2",
+                "--train-config", cfg.model_dump_json(), "--max-length", "64",
+                "--out", str(tmp_path / name / "model"), "--log-file", str(tmp_path / name / "log.jsonl")]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "env": env, "timeout": 600}
+    one = subprocess.run([sys.executable, *args("one")], **quiet)
+    assert one.returncode == 0, one.stderr.decode()[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(_port()), *args("two")], **quiet)
+    assert two.returncode == 0, two.stderr.decode()[-2000:]
+    a = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert (tmp_path / "one" / "log.jsonl").read_text().count("\n") == (tmp_path / "two" / "log.jsonl").read_text().count("\n")
