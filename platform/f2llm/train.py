@@ -8,6 +8,10 @@ then cosine (or constant) schedule floored at min_lr; hard negatives per task ty
 9 clustering, 1 binary classification) sampled from the stored ones. With a teacher, stage 2
 adds kd_weight * (MSE on raw query, positive and negative states), the teacher frozen and
 truncated to the student's width.
+
+Data parallel under torchrun (`distributed.py`): W ranks match one process with the same global
+batch. With `checkpoint_uri`, a checkpoint is committed every `checkpoint_every` steps and a
+restarted run resumes from the latest one to the same weights (`checkpoint.py`).
 """
 
 from __future__ import annotations
