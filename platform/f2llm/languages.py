@@ -1,8 +1,8 @@
 """Languages by ISO 639-3 code, with the Unicode script their text is written in.
 
-The script lets validation check text for languages an identifier does not know, and lets the
-sample data and reports be grouped by script. Only a hand-checked table is kept here; a code not
-in it is still accepted when `pycountry`-style validation is not required by the caller.
+The script lets validation check text for languages the identifier does not know, and lets
+reports group languages by script. The table is hand-checked and covers the bundled sample; a
+language not in it is still accepted everywhere, its script just cannot be checked.
 """
 
 from __future__ import annotations
