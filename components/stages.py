@@ -42,8 +42,8 @@ def validate_language_op(
     from f2llm.validate import validate
 
     cfg = RunConfig.model_validate_json(config_json)
-    frame = pd.read_parquet(rows.path)
-    outcome = validate(frame[frame["language"] == language], cfg.validation, docs_dir=data_docs.path)
+    frame = pd.read_parquet(rows.path, filters=[("language", "==", language)])  # this slice only
+    outcome = validate(frame, cfg.validation, docs_dir=data_docs.path)
     outcome.accepted.to_parquet(accepted.path, index=False)
     outcome.quarantined.to_parquet(quarantine.path, index=False)
     outcome.slices.assign(observed=outcome.slices["observed"].astype(str)).to_parquet(checks.path, index=False)

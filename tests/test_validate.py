@@ -118,6 +118,22 @@ def test_languages_the_identifier_does_not_know_are_checked_by_script():
     assert out.quarantined["query"].tolist() == ["ケニアの首都はどこですか？"]
 
 
+def test_a_language_nothing_can_check_is_reported_not_failed():
+    """Tok Pisin: unknown to lid.176 and to the script table, so agreement cannot be measured."""
+    negs = [f"Dispela em i narapela tok {i}." for i in range(7)]
+    frame = pd.DataFrame([{
+        "source": "tpi", "task": "retrieval", "language": "tpi", "script": "", "split": "train",
+        "instruction": "i", "query": f"Wanem taim yu kam {i}?", "passage": f"Mi kam long moning {i}.",
+        "negatives": negs, "file": "f", "row": i,
+    } for i in range(3)])
+    out = validate(frame, ValidationConfig())
+    assert len(out.accepted) == 3
+    summary = out.summary.iloc[0]
+    assert summary["checked_by"] == "none" and pd.isna(summary["agreement"])
+    rule = out.slices.set_index("rule").loc["language agreement below 0.6"]
+    assert not rule["applies"] and rule["success"]
+
+
 def test_slice_row_minimum_names_the_slice():
     frame = pd.DataFrame([{
         "source": "s", "task": "retrieval", "language": "khm", "script": "Khmer", "split": "train",

@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import pandas as pd
-
 import pycountry
 
 from f2llm.languages import LANGUAGES, SCRIPT_RANGES
@@ -27,7 +26,7 @@ LID176 = (
     "yue zh"
 ).split()
 # Wikipedia codes that are not the ISO code of the same language.
-_WIKI_TO_ISO3 = {"als": "gsw", "bh": "bih", "sh": "hbs", "eml": "egl", "nah": "nah"}
+_WIKI_TO_ISO3 = {"als": "gsw", "bh": "bih", "sh": "hbs", "eml": "egl"}
 # Individual languages counted as their macrolanguage, as sources often label them.
 MACRO = {
     "cmn": "zho", "arb": "ara", "npi": "nep", "swh": "swa", "quy": "que", "quz": "que",
@@ -38,6 +37,7 @@ MACRO = {
 _EXTRA_SCRIPTS = {"jpn": {"Han"}}
 
 
+@lru_cache(maxsize=None)
 def _iso3(code: str) -> str:
     if code in _WIKI_TO_ISO3:
         return _WIKI_TO_ISO3[code]
@@ -86,21 +86,23 @@ def agreement(texts: list[str], language: str, min_chars: int = 20, confidence: 
     if method == "script":
         return script_matches(texts, language)
     model = _model()
-    out: list[bool | None] = []
-    for text in texts:
-        flat = " ".join(text.split())
-        if len(flat) < min_chars:
-            out.extend(script_matches([flat], language))
-            continue
-        labels, probs = model.predict(flat, k=3)
+    flat = [" ".join(text.split()) for text in texts]
+    short = [i for i, text in enumerate(flat) if len(text) < min_chars]
+    out: list[bool | None] = [None] * len(flat)
+    for i, verdict in zip(short, script_matches([flat[i] for i in short], language)):
+        out[i] = verdict
+    for i in sorted(set(range(len(flat))) - set(short)):
+        labels, probs = model.predict(flat[i], k=3)
         codes = [normalise(_iso3(label.removeprefix("__label__"))) for label in labels]
-        out.append(True if language in codes else (False if probs and probs[0] >= confidence else None))
+        out[i] = True if language in codes else (False if probs and probs[0] >= confidence else None)
     return out
 
 
 def allowed_scripts(language: str) -> set[str]:
     language = normalise(language)
-    return {LANGUAGES[language].script} | _EXTRA_SCRIPTS.get(language, set()) if language in LANGUAGES else set()
+    if language not in LANGUAGES:
+        return set()
+    return {LANGUAGES[language].script} | _EXTRA_SCRIPTS.get(language, set())
 
 
 _ALL_LETTERS = "[" + "".join(SCRIPT_RANGES.values()) + "]"

@@ -158,14 +158,17 @@ def validate(frame: pd.DataFrame, cfg: ValidationConfig, docs_dir: str | Path | 
             for er in result.results:
                 meta = er.expectation_config.meta or {}
                 failing = er.result.get("unexpected_index_list") or []
+                observed = er.result.get("observed_value")
+                # a slice rule with nothing to observe (no row's language could be checked) does not apply
+                applies = not (meta.get("slice") and observed is None)
                 records.append({
-                    "language": language, "task": task, "rule": meta.get("reason"), "success": er.success,
-                    "observed": er.result.get("observed_value"), "failing_rows": len(failing),
+                    "language": language, "task": task, "rule": meta.get("reason"), "applies": applies,
+                    "success": er.success or not applies, "observed": observed, "failing_rows": len(failing),
                 })
-                if er.success:
+                if er.success or not applies:
                     continue
                 if meta.get("slice"):
-                    failed_slices.append((task, language, f"{meta['reason']} (observed {er.result.get('observed_value')})"))
+                    failed_slices.append((task, language, f"{meta['reason']} (observed {observed})"))
                 for idx in failing:
                     reasons.setdefault(int(idx), []).append(meta["reason"])
 
