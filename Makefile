@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: install run test bench compile sample clean
+.PHONY: install run test bench compile sample recipes clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster
 
 sample: $(STAMP)  ## rebuild data/sample from data/raw (hand-written facts + CLDR via Babel)
 	$(BIN)/python data/build_sample.py
+
+recipes: $(STAMP)  ## configs/recipes/*.yaml: one ready-made run config per F2LLM-v2 size
+	for size in 80M 160M 330M 0.6B 1.7B 4B 8B 14B; do \
+		$(BIN)/f2llm recipe $$size > configs/recipes/$$(echo $$size | tr 'A-Z.' 'a-z-').yaml; done
 
 clean:
 	rm -rf $(VENV) build runs local_outputs

@@ -148,8 +148,8 @@ def train_op(
         open(log.path, "w").close()
         return
     summary = train_stage(init_model.path, dataset.path, stage, cfg.train, cfg.model.max_length, model.path, log.path)
-    metrics.log_metric("steps", summary["steps"])
-    metrics.log_metric("seconds", round(summary["seconds"], 2))
+    for key in ("steps", "seconds", "loss", "samples_per_s"):
+        metrics.log_metric(key, round(float(summary[key]), 4))
 
 
 @component
@@ -171,7 +171,7 @@ def evaluate_op(
     held_out = rows[rows["split"] == "eval"]
     frames = []
     for name, artifact in (("base", base_model), ("trained", trained_model)):
-        encoder = Encoder.load(artifact.path, max_length=cfg.model.max_length)
+        encoder = Encoder.load(artifact.path, max_length=cfg.model.max_length, pooling=cfg.train.pooling)
         frames.append(evaluate_model(encoder, held_out, k=k, batch_size=cfg.eval.batch_size).assign(model=name))
     scores = pd.concat(frames, ignore_index=True)
     scores.to_csv(results.path, index=False)
@@ -195,7 +195,7 @@ def export_op(
     from f2llm.export import export_sentence_transformers
 
     cfg = RunConfig.model_validate_json(config_json)
-    export_sentence_transformers(trained_model.path, model.path, cfg.model.max_length)
+    export_sentence_transformers(trained_model.path, model.path, cfg.model.max_length, pooling=cfg.train.pooling)
     storage.upload_dir(model.path, storage.join(cfg.output_uri, "model"))
     with open(report.path, "rb") as fh:
         storage.write_bytes(storage.join(cfg.output_uri, "report", "index.html"), fh.read())

@@ -26,7 +26,7 @@ def hard_negative_infonce(
     neg = torch.einsum("bd,bkd->bk", query, negatives)  # [B, k]
     logits = torch.cat([pos, neg], dim=1) / temperature
     target = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-    return F.cross_entropy(logits.float(), target)
+    return F.cross_entropy(_at_least_fp32(logits), target)
 
 
 def in_batch_infonce(
@@ -35,4 +35,9 @@ def in_batch_infonce(
     """query [B, D] against all positives [M, D]; query i's own positive is row offset + i."""
     logits = query @ positives.T / temperature
     target = torch.arange(query.shape[0], device=query.device) + offset
-    return F.cross_entropy(logits.float(), target)
+    return F.cross_entropy(_at_least_fp32(logits), target)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits are upcast for the log-sum-exp; fp64 stays fp64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))

@@ -1,4 +1,5 @@
-"""`f2llm run` (the whole pipeline locally through kfp.local) and `f2llm compile` (KFP YAML)."""
+"""`f2llm run` (the whole pipeline locally through kfp.local), `f2llm compile` (KFP YAML) and
+`f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     comp = sub.add_parser("compile", help="write the pipeline as KFP YAML")
     comp.add_argument("--config", required=True)
     comp.add_argument("--output", required=True)
+    recipe = sub.add_parser("recipe", help="print the run config of one F2LLM-v2 size as YAML")
+    recipe.add_argument("size", help="80M, 160M, 330M, 0.6B, 1.7B, 4B, 8B or 14B")
+    recipe.add_argument("--store", default="s3://f2llm", help="bucket/prefix holding data, models and runs")
     args = parser.parse_args(argv)
+
+    if args.command == "recipe":
+        from f2llm.recipes import RECIPES, run_config_yaml
+
+        if args.size not in RECIPES:
+            parser.error(f"unknown size {args.size!r}; one of {', '.join(RECIPES)}")
+        print(run_config_yaml(args.size, args.store), end="")
+        return 0
 
     from f2llm.components.pipeline import compile_pipeline, run_local
     from f2llm.config import load_config

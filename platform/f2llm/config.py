@@ -90,6 +90,12 @@ class StageConfig(_Strict):
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
+    # Each rank's share of a batch runs as this many micro-batches. The loss still sees the
+    # whole global batch: embeddings are computed without a graph, the loss's gradient w.r.t.
+    # them is taken once, then each micro-batch is re-encoded and back-propagated with its
+    # slice of that gradient (GradCache, arXiv 2101.06983). Same gradient as one pass; the
+    # activation memory of one micro-batch; one extra forward.
+    grad_accumulation: int = Field(1, ge=1)
 
 
 class TrainConfig(_Strict):
@@ -101,6 +107,9 @@ class TrainConfig(_Strict):
     kd_weight: float = Field(1.0, ge=0)
     checkpoint_uri: str | None = None  # resume from its latest checkpoint when one exists
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = only the final model
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the GPU has it
+    gradient_checkpointing: bool = False
+    pooling: Literal["last", "mean"] = "last"  # recipe: last (EOS) token
     seed: int = 0
 
 

@@ -25,6 +25,15 @@ def init() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def device() -> torch.device:
+    """This rank's device: its GPU (LOCAL_RANK) under CUDA, else the CPU."""
+    if torch.cuda.is_available():
+        index = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
 def local_slice(n: int, rank: int, world: int) -> slice:
     """Contiguous share of n rows for a rank (sizes differ by at most one)."""
     base, extra = divmod(n, world)
@@ -38,8 +47,8 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         return x
     import torch.distributed.nn.functional as dist_fn
 
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([x.shape[0]]))
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))  # NCCL: sizes on the GPU too
     longest = int(max(sizes))
     padded = F.pad(x, (0, 0, 0, longest - x.shape[0]))
     parts = dist_fn.all_gather(padded)

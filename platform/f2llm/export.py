@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from transformers import AutoConfig, AutoTokenizer
 
@@ -21,7 +22,7 @@ from f2llm.tokenizer import ensure_eos_appended
 
 def export_sentence_transformers(
     model_dir: str | Path, out_dir: str | Path, max_length: int,
-    instruction: str = TASKS[TaskType.retrieval].instruction,
+    instruction: str = TASKS[TaskType.retrieval].instruction, pooling: Literal["last", "mean"] = "last",
 ) -> Path:
     from sentence_transformers import SentenceTransformer, models
 
@@ -36,11 +37,12 @@ def export_sentence_transformers(
         shutil.copy2(weights, staged / weights.name)
 
     transformer = models.Transformer(str(staged), max_seq_length=max_length)
-    pooling = models.Pooling(
-        transformer.get_embedding_dimension(), pooling_mode="lasttoken", include_prompt=True
+    pool = models.Pooling(
+        transformer.get_embedding_dimension(), pooling_mode="lasttoken" if pooling == "last" else "mean",
+        include_prompt=True,
     )
     model = SentenceTransformer(
-        modules=[transformer, pooling, models.Normalize()],
+        modules=[transformer, pool, models.Normalize()],
         prompts={"query": query_prompt(instruction), "document": ""},
         default_prompt_name=None,
         similarity_fn_name="cosine",

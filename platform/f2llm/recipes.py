@@ -48,3 +48,44 @@ def qwen3_config(size: str) -> Qwen3Config:
         vocab_size=VOCAB_SIZE, hidden_size=r.hidden, intermediate_size=r.mlp, num_hidden_layers=r.layers,
         num_attention_heads=r.heads, num_key_value_heads=r.kv_heads, head_dim=r.head_dim,
     )
+
+
+def _run_name(size: str) -> str:
+    return "f2llm-v2-" + size.lower().replace(".", "-")
+
+
+def run_config(size: str, store: str = "s3://f2llm"):
+    """A ready-made RunConfig for one size: the table's lr, epochs, global batch and teacher.
+
+    Layout in the store: data under `{store}/data/f2llm-v2`, Qwen3 base weights under
+    `{store}/models/Qwen3-{size}`, pruned starting points under `{store}/models/f2llm-v2-{size}-pruned`,
+    and each run's model at `{store}/runs/{run name}/model` (a teacher is that of its size's run).
+    Both stages use the table's lr and epochs (the recipe gives one value per size; inferred).
+    Sizes pruned from 0.6B skip stage 1 (recipe: they start from the stage-1 0.6B model).
+    """
+    from f2llm.config import DataConfig, ModelConfig, RunConfig, StageConfig, TrainConfig
+
+    r = RECIPES[size]
+    stage = StageConfig(epochs=r.epochs, lr=r.lr, batch_size=r.global_batch)
+    base = f"{store}/models/f2llm-v2-{size}-pruned" if r.pruned_from else f"{store}/models/Qwen3-{size}"
+    teacher = f"{store}/runs/{_run_name(r.teacher)}/model" if r.teacher else None
+    return RunConfig(
+        name=_run_name(size),
+        data=DataConfig(uri=f"{store}/data/f2llm-v2"),
+        model=ModelConfig(base=base, max_length=1024),
+        train=TrainConfig(
+            stage1=None if r.pruned_from else stage, stage2=stage, teacher=teacher, gradient_checkpointing=True,
+        ),
+        output_uri=f"{store}/runs/{_run_name(size)}",
+    )
+
+
+def run_config_yaml(size: str, store: str = "s3://f2llm") -> str:
+    import yaml
+
+    cfg = run_config(size, store).model_dump(mode="json", exclude_unset=True)
+    header = (
+        f"# F2LLM-v2 {size}: the recipe's settings for this size, written by `f2llm recipe {size}`\n"
+        "# from f2llm.recipes (tests check the two agree). Point the URIs at your store.\n"
+    )
+    return header + yaml.safe_dump(cfg, sort_keys=False)

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -56,10 +57,81 @@ def lr_lambda(cfg: StageConfig, total_steps: int):
 def _global_values(loss: torch.Tensor, parts: dict[str, float]) -> tuple[float, dict[str, float]]:
     """Sum the ranks' scaled values: the global batch's loss terms (for logging)."""
     names = sorted(parts)
-    values = torch.tensor([loss.item()] + [parts[n] for n in names], dtype=torch.float64)
+    values = torch.tensor([loss.item()] + [parts[n] for n in names], dtype=torch.float64, device=loss.device)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(values)
     return values[0].item(), dict(zip(names, values[1:].tolist()))
+
+
+@dataclass(frozen=True)
+class BatchObjective:
+    """The recipe's loss of one rank's share of a global batch, from its pooled raw states.
+
+    states = [queries (b); positives (b); negatives (b * k)], rows offset..offset+b of a global
+    batch of `total` queries. Returns the share's part of the global mean,
+
+        L = b / B * ( sum_d w_d (L_hn + [in_batch] L_ib)  +  kd_weight * KD )
+
+    so summing every rank's L (and its gradients) gives the global batch's loss (its gradient).
+    """
+
+    in_batch: bool
+    dims: list[int]
+    weights: list[float]
+    temperature: float
+    b: int
+    k: int
+    offset: int
+    total: int
+    teacher: Encoder | None = None
+    kd_weight: float = 1.0
+
+    def __call__(self, states: torch.Tensor, ids: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
+        b, k = self.b, self.k
+        parts = {"hard_negative": 0.0, "in_batch": 0.0, **({"kd": 0.0} if self.teacher is not None else {})}
+        all_positives = distributed.gather_with_grad(states[b : 2 * b]) if self.in_batch else None
+        if not b:  # an empty share still joins the gather's backward collective
+            return (all_positives.sum() * 0.0 if all_positives is not None else states.sum() * 0.0), parts
+        loss, parts = contrastive_loss(
+            states[:b], states[b : 2 * b], states[2 * b :].view(b, k, -1), in_batch=self.in_batch,
+            dims=self.dims, weights=self.weights, temperature=self.temperature,
+            all_positives=all_positives, offset=self.offset,
+        )
+        if self.teacher is not None:
+            with torch.no_grad():
+                target = self.teacher(ids)
+            kd = sum(distillation_mse(states[s], target[s]) for s in (slice(0, b), slice(b, 2 * b), slice(2 * b, None)))
+            loss = loss + self.kd_weight * kd
+            parts["kd"] = kd.item()
+        scale = b / self.total
+        return loss * scale, {key: value * scale for key, value in parts.items()}
+
+
+def backward(
+    encoder: Encoder, ids: list[list[int]], objective: BatchObjective, micro_batches: int = 1,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Encode `ids`, take the objective and back-propagate it into the encoder's parameters.
+
+    With micro_batches > 1 (GradCache): states are encoded without a graph, the objective's
+    gradient g = dL/dstates is taken once over the whole share, then each micro-batch m is
+    re-encoded and back-propagated with sum(states_m * g_m). By the chain rule this is the
+    one-pass gradient, while only one micro-batch's activations are ever held.
+    """
+    if micro_batches == 1 or len(ids) <= 1:
+        states = encoder(ids) if ids else torch.zeros(0, encoder.hidden_size, device=encoder.device, requires_grad=True)
+        loss, parts = objective(states, ids)
+        if loss.requires_grad:
+            loss.backward()
+        return loss.detach(), parts
+    chunks = [distributed.local_slice(len(ids), i, micro_batches) for i in range(min(micro_batches, len(ids)))]
+    with torch.no_grad():
+        cached = torch.cat([encoder(ids[chunk]) for chunk in chunks])
+    cached.requires_grad_(True)
+    loss, parts = objective(cached, ids)
+    loss.backward()
+    for chunk in chunks:
+        encoder(ids[chunk]).backward(cached.grad[chunk])
+    return loss.detach(), parts
 
 
 def train_stage(
@@ -73,16 +145,18 @@ def train_stage(
     rng = random.Random(cfg.seed + stage)  # same seed on every rank: same batches, same negatives
     rank, world = distributed.init()
     main_rank = rank == 0
+    device = distributed.device()
 
     # --- set-up (from the latest checkpoint when the run was interrupted)
     resume_dir = None
     if cfg.checkpoint_uri:
         resume_dir = checkpoint.latest(cfg.checkpoint_uri, Path(out_dir).parent / f".resume-stage{stage}")
-    encoder = Encoder.load(resume_dir / "model" if resume_dir else init_dir, max_length=max_length)
-    encoder.model.train()
+    options = {"max_length": max_length, "pooling": cfg.pooling, "precision": cfg.precision}
+    encoder = Encoder.load(resume_dir / "model" if resume_dir else init_dir, **options)
+    encoder.to(device).gradient_checkpointing(cfg.gradient_checkpointing).model.train()
     teacher = None
     if stage == 2 and cfg.teacher is not None:  # frozen; it reads the same token ids
-        teacher = Encoder.load(cfg.teacher, max_length=max_length).requires_grad_(False).eval()
+        teacher = Encoder.load(cfg.teacher, **options).to(device).requires_grad_(False).eval()
     table = pd.read_parquet(Path(data_dir) / f"stage{stage}.parquet")
     corpus = pd.read_parquet(Path(data_dir) / "corpus.parquet")["input_ids"].map(list).tolist()
     hidden = encoder.hidden_size
@@ -109,7 +183,7 @@ def train_stage(
             kept_log = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
 
     # --- loop
-    samples, started = 0, time.perf_counter()
+    samples, started, last_loss = 0, time.perf_counter(), float("nan")
     with (log_path.open("w") if main_rank else open(os.devnull, "w")) as log, \
             tqdm(total=total_steps, initial=step, desc=f"stage {stage}", disable=not main_rank) as bar:
         log.writelines(line + "\n" for line in kept_log)
@@ -123,31 +197,14 @@ def train_stage(
                 drawn = [rng.sample(list(n), k) for n in every["negative_ids"]]  # whole batch, every rank
                 share = distributed.local_slice(len(every), rank, world)
                 rows, negatives, b = every.iloc[share], drawn[share], share.stop - share.start
-                scale = b / len(every)  # local mean * b / B: ranks' losses sum to the global mean
                 ids = [corpus[i] for i in rows["query_id"]] + [corpus[i] for i in rows["positive_id"]]
                 ids += [corpus[i] for negs in negatives for i in negs]
-                states = encoder(ids) if b else torch.zeros(0, hidden, requires_grad=True)
-                all_positives = distributed.gather_with_grad(states[b : 2 * b]) if spec.in_batch else None
-                parts = {"hard_negative": 0.0, "in_batch": 0.0, **({"kd": 0.0} if teacher is not None else {})}
-                if b:
-                    loss, parts = contrastive_loss(
-                        states[:b], states[b : 2 * b], states[2 * b :].view(b, k, hidden),
-                        in_batch=spec.in_batch, dims=dims, weights=weights, temperature=cfg.temperature,
-                        all_positives=all_positives, offset=share.start,
-                    )
-                    if teacher is not None:
-                        with torch.no_grad():
-                            target = teacher(ids)
-                        kd = sum(distillation_mse(states[s], target[s]) for s in (slice(0, b), slice(b, 2 * b), slice(2 * b, None)))
-                        loss = loss + cfg.kd_weight * kd
-                        parts["kd"] = kd.item()
-                    loss = loss * scale
-                    parts = {key: value * scale for key, value in parts.items()}
-                else:  # an empty share still joins the gather's backward collective
-                    loss = all_positives.sum() * 0.0 if all_positives is not None else torch.zeros(())
+                objective = BatchObjective(
+                    spec.in_batch, dims, weights, cfg.temperature, b, k, share.start, len(every),
+                    teacher, cfg.kd_weight,
+                )
                 optimizer.zero_grad(set_to_none=True)
-                if loss.requires_grad:
-                    loss.backward()
+                loss, parts = backward(encoder, ids, objective, stage_cfg.grad_accumulation)
                 distributed.sum_gradients(encoder.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), stage_cfg.grad_clip)
                 optimizer.step()
@@ -155,6 +212,7 @@ def train_stage(
                 step += 1
                 samples += len(every)
                 loss, parts = _global_values(loss, parts)
+                last_loss = loss
                 elapsed = time.perf_counter() - started
                 record = {
                     "stage": stage, "step": step, "epoch": epoch, "source": batch.source,
@@ -175,7 +233,11 @@ def train_stage(
         encoder.model.save_pretrained(out)
         encoder.tokenizer.save_pretrained(out)
     distributed.barrier()
-    return {"stage": stage, "steps": step, "seconds": time.perf_counter() - started, "dims": dims}
+    seconds = time.perf_counter() - started
+    return {
+        "stage": stage, "steps": step, "seconds": seconds, "dims": dims, "loss": last_loss,
+        "samples_per_s": samples / seconds if seconds else 0.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
