@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)  ## benchmarks; JSON results with machine info in benchmarks/results/
 	$(BIN)/python benchmarks/bench_validation.py
 	$(BIN)/python benchmarks/bench_mining.py
+	$(BIN)/python benchmarks/bench_trainer.py
 
 compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster
 	$(BIN)/f2llm compile --config $(CONFIG) --output build/pipeline.yaml

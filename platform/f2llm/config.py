@@ -82,6 +82,7 @@ class StageConfig(_Strict):
     """One training stage's optimisation (recipe, "Training")."""
 
     epochs: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # stop early (smoke runs, benchmarks); None: all epochs
     lr: float = 1e-5
     min_lr: float = 1e-7
     batch_size: int = Field(512, ge=2)  # queries per global batch

@@ -167,6 +167,8 @@ def train_stage(
     )
     steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * stage_cfg.epochs
+    if stage_cfg.max_steps is not None:
+        total_steps = min(total_steps, stage_cfg.max_steps)
     optimizer = torch.optim.AdamW(
         encoder.parameters(), lr=stage_cfg.lr, betas=stage_cfg.betas, weight_decay=stage_cfg.weight_decay
     )
@@ -191,6 +193,8 @@ def train_stage(
             for index, batch in enumerate(sampler.epoch(epoch)):
                 if (epoch, index) < position:
                     continue
+                if step >= total_steps:
+                    break
                 every = table.iloc[list(batch.rows)]
                 spec = TASKS[TaskType(every["task"].iloc[0])]
                 k = min(spec.hard_negatives, *(len(n) for n in every["negative_ids"]))
@@ -215,9 +219,9 @@ def train_stage(
                 last_loss = loss
                 elapsed = time.perf_counter() - started
                 record = {
-                    "stage": stage, "step": step, "epoch": epoch, "source": batch.source,
+                    "stage": stage, "step": step, "epoch": epoch, "source": batch.source, "samples": len(every),
                     "loss": loss, **parts, "grad_norm": float(grad_norm),
-                    "lr": scheduler.get_last_lr()[0], "samples_per_s": samples / elapsed,
+                    "lr": scheduler.get_last_lr()[0], "samples_per_s": samples / elapsed, "elapsed_s": elapsed,
                 }
                 log.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{loss:.3f}")
