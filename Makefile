@@ -28,6 +28,7 @@ bench: $(STAMP)  ## benchmarks; JSON results with machine info in benchmarks/res
 	$(BIN)/python benchmarks/bench_validation.py
 	$(BIN)/python benchmarks/bench_mining.py
 	$(BIN)/python benchmarks/bench_trainer.py
+	$(BIN)/python benchmarks/bench_kernels.py
 
 compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster
 	$(BIN)/f2llm compile --config $(CONFIG) --output build/pipeline.yaml

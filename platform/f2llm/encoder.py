@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 from f2llm import storage
-from f2llm.kernels import last_token_pool, mean_pool
+from f2llm.kernels import pool_with_norms
 from f2llm.tokenizer import encode_with_eos
 
 Pooling = Literal["last", "mean"]
@@ -140,9 +140,7 @@ class Encoder(torch.nn.Module):
         low = autocast_dtype(self.precision, device)
         with torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None):
             hidden = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).last_hidden_state
-        pool = last_token_pool if self.pooling == "last" else mean_pool
-        pooled = pool(hidden, mask)
-        return pooled.to(torch.promote_types(pooled.dtype, torch.float32))  # bf16 up to fp32; fp64 stays
+        return pool_with_norms(hidden, mask, self.pooling)[0]  # at least fp32; fused on CUDA
 
     @torch.inference_mode()
     def encode(
