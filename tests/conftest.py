@@ -28,7 +28,7 @@ if not _has_gpu():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -39,7 +39,7 @@ def s3_endpoint():
     """moto's S3 server on 127.0.0.1, with the environment our storage layer reads."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     env = {
@@ -74,3 +74,11 @@ def tiny_model_dir(tmp_path_factory, sample_rows) -> Path:
     out = tmp_path_factory.mktemp("tiny")
     texts = pd.concat([sample_rows["query"], sample_rows["passage"]]).tolist()
     return build_tiny_model(TinyModelConfig(), texts, out)
+
+
+@pytest.fixture(scope="session")
+def exported_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny model exported as the pipeline exports: a sentence-transformers directory."""
+    from f2llm.export import export_sentence_transformers
+
+    return export_sentence_transformers(tiny_model_dir, tmp_path_factory.mktemp("exported") / "model", 128)

@@ -1,5 +1,6 @@
-"""`f2llm run` (the whole pipeline locally through kfp.local), `f2llm compile` (KFP YAML) and
-`f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes)."""
+"""`f2llm run` (the whole pipeline locally through kfp.local), `f2llm compile` (KFP YAML),
+`f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes) and `f2llm serve`
+(the KServe predictor with v1, v2 and OpenAI-compatible embeddings)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _print_results(cfg, seconds: float) -> None:
     console.print(f"done in {seconds:.0f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="f2llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole pipeline locally (kfp.local)")
@@ -62,8 +63,32 @@ def main(argv: list[str] | None = None) -> int:
     recipe = sub.add_parser("recipe", help="print the run config of one F2LLM-v2 size as YAML")
     recipe.add_argument("size", help="80M, 160M, 330M, 0.6B, 1.7B, 4B, 8B or 14B")
     recipe.add_argument("--store", default="s3://f2llm", help="bucket/prefix holding data, models and runs")
+    srv = sub.add_parser("serve", help="serve an exported model (KServe v1, v2, OpenAI /openai/v1/embeddings)")
+    srv.add_argument("--model", required=True, help="exported model directory or store URI")
+    srv.add_argument("--name", default="f2llm")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--config", help="YAML with more ServeConfig fields (batching, limits)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
+    if args.command == "serve":
+        import yaml
+
+        # kserve parses sys.argv when imported (abbreviations on: --config would be its
+        # --configure_logging); everything it needs is passed to ModelServer explicitly.
+        sys.argv = sys.argv[:1]
+        from f2llm.config import ServeConfig
+        from f2llm.serve import serve
+
+        from pathlib import Path
+
+        extra = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+        serve(ServeConfig.model_validate({**extra, "model": args.model, "name": args.name, "http_port": args.port}))
+        return 0
     if args.command == "recipe":
         from f2llm.recipes import RECIPES, run_config_yaml
 

@@ -24,7 +24,7 @@ class TinyModelConfig(_Strict):
     num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2
-    head_dim: int = 16
+    head_dim: int = 32  # vLLM's CPU attention supports 32 and up
     intermediate_size: int = 128
     vocab_size: int = 2048
     seed: int = 0
@@ -160,3 +160,18 @@ def load_config(path: str | Path) -> RunConfig:
     if cfg.mining.teacher and not cfg.mining.teacher.startswith("package:"):
         cfg.mining.teacher = _resolve(cfg.mining.teacher, base)
     return cfg
+
+
+class ServeConfig(_Strict):
+    """`f2llm serve`: the predictor's limits and batching (one exported model per server)."""
+
+    model: str  # exported sentence-transformers directory: a path or a store URI
+    name: str = "f2llm"  # the model's name in every protocol (v1/v2 path, OpenAI `model`)
+    http_port: int = Field(8080, ge=1, le=65535)
+    max_batch_size: int = Field(64, ge=1)  # inputs per forward pass, across requests
+    max_wait_ms: float = Field(5.0, ge=0)  # how long a batch waits to fill
+    max_input_tokens: int = Field(8192, ge=2)  # recipe: evaluation at 8192
+    on_too_long: Literal["truncate", "reject"] = "truncate"  # reject: HTTP 413
+    max_inputs: int = Field(2048, ge=1)  # per request (OpenAI's limit)
+    max_request_bytes: int = Field(8 * 2**20, ge=1024)  # larger bodies: HTTP 413
+    device: str = "auto"  # auto: cuda when present

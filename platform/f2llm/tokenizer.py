@@ -54,6 +54,24 @@ def ensure_eos_appended(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokeniz
 
 def encode_with_eos(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids of each text, truncated to max_length, always ending in EOS."""
-    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length - 1)["input_ids"]
+    return encode_limited(tokenizer, texts, max_length, reject=False)
+
+
+class InputTooLong(ValueError):
+    def __init__(self, index: int, tokens: int, limit: int):
+        super().__init__(f"input {index} has {tokens} tokens; the limit is {limit}")
+        self.index, self.tokens, self.limit = index, tokens, limit
+
+
+def encode_limited(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, reject: bool,
+) -> list[list[int]]:
+    """Token ids ending in EOS; an input over max_length (EOS counted) is cut to it by the EOS
+    rule, or, with `reject`, raises InputTooLong naming the first such input."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
-    return [row + [eos] for row in ids]
+    if reject:
+        for i, row in enumerate(ids):
+            if len(row) + 1 > max_length:
+                raise InputTooLong(i, len(row) + 1, max_length)
+    return [row[: max_length - 1] + [eos] for row in ids]

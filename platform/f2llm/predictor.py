@@ -1,0 +1,175 @@
+"""The KServe predictor of an exported F2LLM-v2 model: load, preprocess, predict, postprocess.
+
+It serves what the export describes (`export.py`): the backbone and tokenizer at the directory's
+root, the pooling mode in its Pooling module, the query prompt in
+`config_sentence_transformers.json` and the Matryoshka dims in `config.json`. Protocol plumbing
+(v1/v2 routes, health, metrics) is KServe's; the OpenAI route (`openai_api.py`) calls `embed`.
+
+Request options, the same in every protocol:
+- `input_type`: "document" (default, no prompt) or "query" (the model's query instruction);
+- `dimensions`: a Matryoshka dim (prefix re-normalised); default the full size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from f2llm import storage
+from f2llm.batching import DynamicBatcher
+from f2llm.config import ServeConfig
+from f2llm.encoder import Encoder
+from f2llm.tokenizer import encode_limited
+
+INPUT_TYPES = ("document", "query")
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """An exported model directory, read back: the encoder and what the export says about it."""
+
+    encoder: Encoder
+    prompts: dict[str, str]
+    dims: list[int]
+
+    @classmethod
+    def load(cls, uri: str, max_length: int, device: str = "auto") -> "ExportedModel":
+        path = storage.local_dir(uri)
+        modules = json.loads((path / "modules.json").read_text())
+        pooling_dir = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        mode = _pooling_mode(json.loads((path / pooling_dir / "config.json").read_text()))
+        st_config = path / "config_sentence_transformers.json"
+        prompts = json.loads(st_config.read_text()).get("prompts", {}) if st_config.exists() else {}
+        hidden = json.loads((path / "config.json").read_text())
+        dims = sorted(hidden.get("matryoshka_dimensions") or [hidden["hidden_size"]], reverse=True)
+        encoder = Encoder.load(path, max_length=max_length, pooling=mode)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        encoder.to(device).eval()
+        return cls(encoder, {k: v for k, v in prompts.items() if v}, dims)
+
+
+@dataclass(frozen=True)
+class EmbedCall:
+    texts: list[str]
+    input_type: str = "document"
+    dimensions: int | None = None
+    v2_id: str | None = None  # set for an open-inference (v2) request
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # [N, dim] float32, unit length
+    tokens: int
+    call: EmbedCall
+
+
+class EmbeddingPredictor(Model):
+    def __init__(self, cfg: ServeConfig):
+        super().__init__(cfg.name)
+        self.cfg = cfg
+        self.exported: ExportedModel | None = None
+        self.batcher: DynamicBatcher | None = None
+
+    def load(self) -> bool:
+        self.exported = ExportedModel.load(self.cfg.model, self.cfg.max_input_tokens, self.cfg.device)
+        self.batcher = DynamicBatcher(self._forward, self.cfg.max_batch_size, self.cfg.max_wait_ms)
+        self.ready = True
+        return self.ready
+
+    @property
+    def dims(self) -> list[int]:
+        return self.exported.dims
+
+    @torch.inference_mode()
+    def _forward(self, ids: list[list[int]]) -> torch.Tensor:
+        return self.exported.encoder(ids).float().cpu()
+
+    # --- the one embedding path of every protocol
+    def check(self, call: EmbedCall) -> None:
+        """Raise InvalidInput (HTTP 400) naming what is wrong with a request."""
+        if not call.texts:
+            raise InvalidInput("input is empty: give at least one text")
+        if len(call.texts) > self.cfg.max_inputs:
+            raise InvalidInput(f"{len(call.texts)} inputs; at most {self.cfg.max_inputs} per request")
+        for i, text in enumerate(call.texts):
+            if not isinstance(text, str):
+                raise InvalidInput(f"input {i} is {type(text).__name__}, not a string")
+            if not text:
+                raise InvalidInput(f"input {i} is an empty string")
+        if call.input_type not in INPUT_TYPES:
+            raise InvalidInput(f"input_type {call.input_type!r} is not one of {', '.join(INPUT_TYPES)}")
+        if call.dimensions is not None and call.dimensions not in self.dims:
+            raise InvalidInput(f"dimensions {call.dimensions} is not supported; supported: {self.dims}")
+
+    async def embed(self, call: EmbedCall) -> Embedded:
+        self.check(call)
+        prompt = self.exported.prompts.get(call.input_type, "")
+        texts = [prompt + t for t in call.texts]
+        reject = self.cfg.on_too_long == "reject"
+        tokenizer = self.exported.encoder.tokenizer
+        ids = await asyncio.get_running_loop().run_in_executor(
+            None, encode_limited, tokenizer, texts, self.cfg.max_input_tokens, reject
+        )
+        rows = await self.batcher.submit(ids)
+        dim = call.dimensions or self.dims[0]
+        vectors = F.normalize(rows[:, :dim], dim=-1).numpy()
+        return Embedded(vectors, sum(map(len, ids)), call)
+
+    # --- KServe v1 / v2
+    async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> EmbedCall:
+        if isinstance(payload, InferRequest):
+            if len(payload.inputs) != 1 or payload.inputs[0].datatype != "BYTES":
+                raise InvalidInput("expected one BYTES input tensor of texts")
+            data = payload.inputs[0].data
+            texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in (data or [])]
+            params = payload.parameters or {}
+            return EmbedCall(texts, _param(params, "input_type", "document"), _param(params, "dimensions", None),
+                             v2_id=payload.id or str(uuid.uuid4()))
+        if isinstance(payload, bytes):  # v1 sent without a JSON content type: KServe passes the raw body
+            try:
+                payload = json.loads(payload.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InvalidInput(f"the request body is not UTF-8 JSON: {exc}") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+            raise InvalidInput('expected {"instances": [text, ...]}')
+        return EmbedCall(payload["instances"], payload.get("input_type", "document"), payload.get("dimensions"))
+
+    async def predict(self, payload: EmbedCall, headers: dict[str, str] | None = None) -> Embedded:
+        return await self.embed(payload)
+
+    async def postprocess(self, result: Embedded, headers: dict[str, str] | None = None) -> dict | InferResponse:
+        if result.call.v2_id is None:
+            return {"predictions": result.vectors.tolist()}
+        output = InferOutput(name="embedding", shape=list(result.vectors.shape), datatype="FP32", data=result.vectors)
+        return InferResponse(response_id=result.call.v2_id, model_name=self.name, infer_outputs=[output])
+
+
+def _pooling_mode(pooling: dict) -> str:
+    """sentence-transformers >= 6 writes `pooling_mode`; older exports one boolean per mode."""
+    named = pooling.get("pooling_mode") or next(
+        (k.removeprefix("pooling_mode_") for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True), None
+    )
+    modes = {"lasttoken": "last", "mean": "mean", "mean_tokens": "mean"}
+    if named not in modes:
+        raise ValueError(f"pooling mode {named!r} of the export is not served; one of {sorted(modes)}")
+    return modes[named]
+
+
+def _param(params: dict, key: str, default: Any) -> Any:
+    """v2 parameters may arrive as plain values or as typed InferParameter wrappers."""
+    value = params.get(key, default)
+    for field in ("string_param", "int64_param"):
+        if hasattr(value, field):
+            return getattr(value, field)
+    return value
