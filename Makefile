@@ -36,11 +36,12 @@ run: $(STAMP)  ## the whole pipeline on the bundled sample, locally through kfp.
 test: $(STAMP) $(VLLM_STAMP)
 	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest
 
-bench: $(STAMP)  ## benchmarks; JSON results with machine info in benchmarks/results/
+bench: $(STAMP) $(VLLM_STAMP)  ## benchmarks; JSON results with machine info in benchmarks/results/
 	$(BIN)/python benchmarks/bench_validation.py
 	$(BIN)/python benchmarks/bench_mining.py
 	$(BIN)/python benchmarks/bench_trainer.py
 	$(BIN)/python benchmarks/bench_kernels.py
+	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python benchmarks/bench_serving.py
 
 compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster
 	$(BIN)/f2llm compile --config $(CONFIG) --output build/pipeline.yaml

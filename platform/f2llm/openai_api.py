@@ -18,8 +18,9 @@ import json
 import time
 from typing import Literal
 
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from kserve.errors import InvalidInput
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
@@ -75,12 +76,14 @@ def install(app: FastAPI, predictor: EmbeddingPredictor) -> None:
             return error(413, str(exc), param="input", code="input_too_long")
         data = [
             {"object": "embedding", "index": i,
-             "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode() if req.encoding_format == "base64" else row.tolist()}
+             "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode() if req.encoding_format == "base64" else row}
             for i, row in enumerate(result.vectors)
         ]
         REQUESTS.labels(code="200").inc()
-        return {"object": "list", "data": data, "model": predictor.name,
+        body = {"object": "list", "data": data, "model": predictor.name,
                 "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens}}
+        # orjson writes the numpy rows directly (FastAPI's encoder would walk every float)
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     async def models():
         return {"object": "list", "data": [{"id": predictor.name, "object": "model", "created": created, "owned_by": "f2llm"}]}

