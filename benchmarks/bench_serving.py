@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,25 @@ def stop(proc: subprocess.Popen) -> None:
             pass
 
 
+def run_server(command: list[str], ready: str, path: str, log: Path, corpus: list[str], args) -> dict:
+    """Start a server ("{port}" in its command), soak it, stop its whole process group."""
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([a.replace("{port}", str(port)) for a in command], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=log.parent)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}{ready}", proc, 300)
+            return measured(proc, f"http://127.0.0.1:{port}{path}", corpus, args)
+        finally:
+            stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def measured(proc: subprocess.Popen, url: str, corpus: list[str], args) -> dict:
     """The soak, with the server's CPU seconds and the load generator's (this process) beside it."""
     server_cpu, client_cpu = server_cpu_seconds(proc), time.process_time()
@@ -163,28 +183,16 @@ def main() -> None:
         results["in_process"] = in_process(model, corpus, 64, min(args.seconds, 20))
         print("in-process", results["in_process"], flush=True)
 
-        log = open(work / "ours.log", "w")
-        ours = subprocess.Popen([sys.executable, "-m", "f2llm.cli", "serve", "--model", str(model), "--name", "tiny",
-                                 "--port", "18431"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_ready("http://127.0.0.1:18431/v2/health/ready", ours, 120)
-            results["ours"] = measured(ours, "http://127.0.0.1:18431/openai/v1/embeddings", corpus, args)
-        finally:
-            stop(ours)
+        ours = [sys.executable, "-m", "f2llm.cli", "serve", "--model", str(model), "--name", "tiny", "--port", "{port}"]
+        results["ours"] = run_server(ours, "/v2/health/ready", "/openai/v1/embeddings", work / "ours.log", corpus, args)
         print("ours", results["ours"], flush=True)
         results["ours_over_in_process"] = round(results["ours"]["inputs_per_s"] / results["in_process"]["inputs_per_s"], 3)
         results["ours_over_in_process_per_cpu_s"] = round(
             results["ours"]["inputs_per_server_cpu_s"] / results["in_process"]["inputs_per_cpu_s"], 3)
-
         if not args.skip_vllm:
-            vlog = open(work / "vllm.log", "w")
-            vllm = subprocess.Popen(vllm_runtime.server_command(VLLM_PYTHON, str(model), "tiny", 18432, max_len=128),
-                                    stdout=vlog, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
-            try:
-                wait_ready("http://127.0.0.1:18432/health", vllm, 300)
-                results["vllm"] = measured(vllm, "http://127.0.0.1:18432/v1/embeddings", corpus, args)
-            finally:
-                stop(vllm)
+            vllm = vllm_runtime.server_command(VLLM_PYTHON, str(model), "tiny", 0, max_len=128)
+            vllm[vllm.index("--port") + 1] = "{port}"
+            results["vllm"] = run_server(vllm, "/health", "/v1/embeddings", work / "vllm.log", corpus, args)
             print("vllm", results["vllm"], flush=True)
             results["ours_over_vllm"] = round(results["ours"]["inputs_per_s"] / results["vllm"]["inputs_per_s"], 3)
     results["goals"] = "0 5xx; ours >= 0.8x in-process"

@@ -147,6 +147,27 @@ def _prefix_dots(q: torch.Tensor, p: torch.Tensor, dims: list[int]):
 
 
 @triton.jit
+def _column(state, this):
+    """Column j of a [*, JP] per-dim state (`this` marks it) as a vector."""
+    return tl.sum(tl.where(this, state, 0.0), axis=1)
+
+
+@triton.jit
+def _add_segment_dots(
+    acc, x_ptr, y_ptr, rows, cols, row_ok, col_ok, stride_x, stride_y, start, end,
+    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """acc [rows, cols] += x[rows, start:end] @ y[cols, start:end]^T: one Matryoshka segment."""
+    offs_d = tl.arange(0, BLOCK_D)
+    for k0 in range(start, end, BLOCK_D):
+        k = k0 + offs_d
+        x = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_ok[:, None] & (k < end)[None, :], other=0.0)
+        y = tl.load(y_ptr + cols[:, None] * stride_y + k[None, :], mask=col_ok[:, None] & (k < end)[None, :], other=0.0)
+        acc = tl.dot(x.to(tl.float32), tl.trans(y.to(tl.float32)), acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _lse_fwd_kernel(
     q_ptr, p_ptr, iq_ptr, ip_ptr, dims_ptr, lse_ptr,
     B, M, stride_q, stride_p, inv_tau,
@@ -169,18 +190,15 @@ def _lse_fwd_kernel(
         start = 0
         for j in tl.static_range(J):
             end = tl.load(dims_ptr + j)
-            for k0 in range(start, end, BLOCK_D):
-                k = k0 + offs_d
-                q = tl.load(q_ptr + rows[:, None] * stride_q + k[None, :], mask=row_ok[:, None] & (k < end)[None, :], other=0.0)
-                p = tl.load(p_ptr + cols[:, None] * stride_p + k[None, :], mask=col_ok[:, None] & (k < end)[None, :], other=0.0)
-                acc = tl.dot(q.to(tl.float32), tl.trans(p.to(tl.float32)), acc, input_precision=PRECISION)
+            acc = _add_segment_dots(acc, q_ptr, p_ptr, rows, cols, row_ok, col_ok, stride_q, stride_p, start, end,
+                                    BLOCK_D, PRECISION)
             start = end
             this = js[None, :] == j  # column j of the [*, JP] state
-            iq_j = tl.sum(tl.where(this, iq, 0.0), axis=1)
-            ip_j = tl.sum(tl.where(this, ip, 0.0), axis=1)
+            iq_j = _column(iq, this)
+            ip_j = _column(ip, this)
             z = tl.where(col_ok[None, :], acc * iq_j[:, None] * ip_j[None, :] * inv_tau, float("-inf"))
             old_max = tl.max(tl.where(this, run_max, float("-inf")), axis=1)
-            old_sum = tl.sum(tl.where(this, run_sum, 0.0), axis=1)
+            old_sum = _column(run_sum, this)
             new_max = tl.maximum(old_max, tl.max(z, axis=1))
             new_sum = old_sum * tl.exp(old_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), axis=1)
             run_max = tl.where(this, new_max[:, None], run_max)
@@ -224,22 +242,19 @@ def _lse_bwd_kernel(
         start = 0
         for j in tl.static_range(J):
             end = tl.load(dims_ptr + j)
-            for k0 in range(start, end, BLOCK_D):
-                k = k0 + offs_d
-                x = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_ok[:, None] & (k < end)[None, :], other=0.0)
-                y = tl.load(y_ptr + cols[:, None] * stride_y + k[None, :], mask=col_ok[:, None] & (k < end)[None, :], other=0.0)
-                acc = tl.dot(x.to(tl.float32), tl.trans(y.to(tl.float32)), acc, input_precision=PRECISION)
+            acc = _add_segment_dots(acc, x_ptr, y_ptr, rows, cols, row_ok, col_ok, stride_x, stride_y, start, end,
+                                    BLOCK_D, PRECISION)
             start = end
             this = js[None, :] == j
-            ix_j = tl.sum(tl.where(this, ix, 0.0), axis=1)
-            iy_j = tl.sum(tl.where(this, iy, 0.0), axis=1)
+            ix_j = _column(ix, this)
+            iy_j = _column(iy, this)
             z = acc * ix_j[:, None] * iy_j[None, :] * inv_tau
             if ROWS_ARE_QUERIES:
-                lse_j = tl.sum(tl.where(this, row_lse, 0.0), axis=1)[:, None]
-                g_j = tl.sum(tl.where(this, row_g, 0.0), axis=1)[:, None]
+                lse_j = _column(row_lse, this)[:, None]
+                g_j = _column(row_g, this)[:, None]
             else:
-                lse_j = tl.sum(tl.where(this, col_lse, 0.0), axis=1)[None, :]
-                g_j = tl.sum(tl.where(this, col_g, 0.0), axis=1)[None, :]
+                lse_j = _column(col_lse, this)[None, :]
+                g_j = _column(col_g, this)[None, :]
             grad_cos = tl.where(row_ok[:, None] & col_ok[None, :], g_j * tl.exp(z - lse_j) * inv_tau, 0.0)
             dix_j = tl.sum(grad_cos * acc * iy_j[None, :], axis=1)
             dix = tl.where(this, dix + dix_j[:, None], dix)
