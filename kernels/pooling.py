@@ -80,7 +80,7 @@ def _prefix_norm_terms(x, offs_h, dims_ptr, j: tl.constexpr, eps):
 
 @triton.jit
 def _last_index(mask_ptr, b, L, stride_mb, BLOCK_L: tl.constexpr):
-    last = -1
+    last = tl.full([], -1, tl.int32)  # a tensor from the start: compiled loops keep carried types
     for l0 in range(0, L, BLOCK_L):
         ls = l0 + tl.arange(0, BLOCK_L)
         m = tl.load(mask_ptr + b * stride_mb + ls, mask=ls < L, other=0)
@@ -99,7 +99,7 @@ def _pool_fwd_kernel(
     h_ok = offs_h < H
     if MEAN:
         total = tl.zeros((BLOCK_H,), tl.float32)
-        count = 0.0
+        count = tl.full([], 0.0, tl.float32)
         for l0 in range(0, L, BLOCK_L):
             ls = l0 + tl.arange(0, BLOCK_L)
             m = tl.load(mask_ptr + b * stride_mb + ls, mask=ls < L, other=0).to(tl.float32)
@@ -134,7 +134,7 @@ def _pool_bwd_kernel(
         scale = tl.where(unclamped, tl.load(ginv_ptr + b * J + j) * inv * inv * inv, 0.0)
         dx -= tl.where(offs_h < d, scale * x, 0.0)
     if MEAN:
-        count = 0.0
+        count = tl.full([], 0.0, tl.float32)
         for l0 in range(0, L, BLOCK_L):
             ls = l0 + tl.arange(0, BLOCK_L)
             count += tl.sum(tl.load(mask_ptr + b * stride_mb + ls, mask=ls < L, other=0).to(tl.float32), axis=0)
@@ -150,8 +150,11 @@ def _pool_bwd_kernel(
 
 
 def _launch_shape(L: int, H: int) -> dict:
+    """A whole row in registers (H <= 8192 for every F2LLM-v2 size); a [BLOCK_L, BLOCK_H] tile of
+    at most 8192 values per step over the sequence; more warps for wide rows."""
     block_h = triton.next_power_of_2(H)
-    return {"BLOCK_H": block_h, "BLOCK_L": max(1, min(triton.next_power_of_2(L), 8192 // block_h))}
+    return {"BLOCK_H": block_h, "BLOCK_L": max(1, min(triton.next_power_of_2(L), 8192 // block_h)),
+            "num_warps": 8 if block_h >= 4096 else 4}
 
 
 class FusedPool(torch.autograd.Function):
