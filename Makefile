@@ -43,8 +43,9 @@ bench: $(STAMP) $(VLLM_STAMP)  ## benchmarks; JSON results with machine info in 
 	$(BIN)/python benchmarks/bench_kernels.py
 	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python benchmarks/bench_serving.py
 
-compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster
+compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster: the demo and every recipe size
 	$(BIN)/f2llm compile --config $(CONFIG) --output build/pipeline.yaml
+	for f in configs/recipes/*.yaml; do $(BIN)/f2llm compile --config $$f --output build/pipeline-$$(basename $$f); done
 
 sample: $(STAMP)  ## rebuild data/sample from data/raw (hand-written facts + CLDR via Babel)
 	$(BIN)/python data/build_sample.py

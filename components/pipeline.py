@@ -10,7 +10,8 @@ from f2llm.components.stages import (
     base_model_op, evaluate_op, export_op, ingest_op, merge_validation_op, mine_op, prepare_op,
     train_op, validate_language_op,
 )
-from f2llm.config import RunConfig
+from f2llm.components.cluster import STEP_KINDS, apply_cluster
+from f2llm.config import ClusterConfig, RunConfig
 
 STAGES = (
     "ingest", "validate-language", "merge-validation", "mine-negatives", "base-model", "prepare", "train-stage-1",
@@ -18,40 +19,48 @@ STAGES = (
 )
 
 
-@dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
-def f2llm_pipeline(config_json: str):
-    ingest = ingest_op(config_json=config_json).set_display_name("ingest")
-    with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as language:
-        check = validate_language_op(
-            config_json=config_json, rows=ingest.outputs["rows"], language=language
-        ).set_display_name("validate-language")
-    validation = merge_validation_op(
-        accepted_parts=dsl.Collected(check.outputs["accepted"]),
-        quarantine_parts=dsl.Collected(check.outputs["quarantine"]),
-        check_parts=dsl.Collected(check.outputs["checks"]),
-        summary_parts=dsl.Collected(check.outputs["language_summary"]),
-    ).set_display_name("merge-validation")
-    mine = mine_op(config_json=config_json, accepted=validation.outputs["accepted"]).set_display_name("mine-negatives")
-    accepted = mine.outputs["mined"]
-    base = base_model_op(config_json=config_json, accepted=accepted).set_display_name("base-model")
-    prepare = prepare_op(
-        config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
-    ).set_display_name("prepare")
-    stage1 = train_op(
-        config_json=config_json, stage=1, dataset=prepare.outputs["dataset"], init_model=base.outputs["model"]
-    ).set_display_name("train-stage-1")
-    stage2 = train_op(
-        config_json=config_json, stage=2, dataset=prepare.outputs["dataset"], init_model=stage1.outputs["model"]
-    ).set_display_name("train-stage-2")
-    evaluate = evaluate_op(
-        config_json=config_json, accepted=accepted, base_model=base.outputs["model"],
-        trained_model=stage2.outputs["model"], stage1_log=stage1.outputs["log"], stage2_log=stage2.outputs["log"],
-    ).set_display_name("evaluate")
-    export_op(
-        config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
-        report=evaluate.outputs["report"], validation_report=validation.outputs["report"],
-        validation_summary=validation.outputs["per_language"],
-    ).set_display_name("export")
+def build_pipeline(cluster: ClusterConfig = ClusterConfig()):
+    """The pipeline with `cluster`'s settings on every task (the data flow does not change)."""
+
+    def on_cluster(task, step: str):
+        return apply_cluster(task, STEP_KINDS[step], cluster).set_display_name(step)
+
+    @dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
+    def f2llm_pipeline(config_json: str):
+        ingest = on_cluster(ingest_op(config_json=config_json), "ingest")
+        with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as language:
+            check = on_cluster(validate_language_op(
+                config_json=config_json, rows=ingest.outputs["rows"], language=language
+            ), "validate-language")
+        validation = on_cluster(merge_validation_op(
+            accepted_parts=dsl.Collected(check.outputs["accepted"]),
+            quarantine_parts=dsl.Collected(check.outputs["quarantine"]),
+            check_parts=dsl.Collected(check.outputs["checks"]),
+            summary_parts=dsl.Collected(check.outputs["language_summary"]),
+        ), "merge-validation")
+        mine = on_cluster(mine_op(config_json=config_json, accepted=validation.outputs["accepted"]), "mine-negatives")
+        accepted = mine.outputs["mined"]
+        base = on_cluster(base_model_op(config_json=config_json, accepted=accepted), "base-model")
+        prepare = on_cluster(prepare_op(
+            config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
+        ), "prepare")
+        stage1 = on_cluster(train_op(
+            config_json=config_json, stage=1, dataset=prepare.outputs["dataset"], init_model=base.outputs["model"]
+        ), "train-stage-1")
+        stage2 = on_cluster(train_op(
+            config_json=config_json, stage=2, dataset=prepare.outputs["dataset"], init_model=stage1.outputs["model"]
+        ), "train-stage-2")
+        evaluate = on_cluster(evaluate_op(
+            config_json=config_json, accepted=accepted, base_model=base.outputs["model"],
+            trained_model=stage2.outputs["model"], stage1_log=stage1.outputs["log"], stage2_log=stage2.outputs["log"],
+        ), "evaluate")
+        on_cluster(export_op(
+            config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
+            report=evaluate.outputs["report"], validation_report=validation.outputs["report"],
+            validation_summary=validation.outputs["per_language"],
+        ), "export")
+
+    return f2llm_pipeline
 
 
 def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
@@ -59,7 +68,7 @@ def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(
-        f2llm_pipeline, str(output), pipeline_name=cfg.name,
+        build_pipeline(cfg.cluster), str(output), pipeline_name=cfg.name,
         pipeline_parameters={"config_json": cfg.model_dump_json()},
     )
     return output
@@ -74,4 +83,4 @@ def run_local(cfg: RunConfig) -> None:
     # Cluster-only task settings (display names, later resources) are compiled but not run here.
     warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=cfg.pipeline_root)
-    f2llm_pipeline(config_json=cfg.model_dump_json())
+    build_pipeline(cfg.cluster)(config_json=cfg.model_dump_json())

@@ -119,6 +119,52 @@ class EvalConfig(_Strict):
     batch_size: int = 64
 
 
+class StepResources(_Strict):
+    """Requests/limits of one kind of step on a cluster (Kubernetes quantities)."""
+
+    cpu: str = "1"
+    memory: str = "4Gi"
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+    gpus: int = Field(0, ge=0)
+    accelerator: str = "nvidia.com/gpu"  # the resource (or accelerator type) the GPUs are asked as
+
+
+class Toleration(_Strict):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class ClusterConfig(_Strict):
+    """What the compiled pipeline asks of a cluster. The local run (kfp.local) ignores all of it.
+
+    Steps are of two kinds: `data` steps (ingest, validation, prepare, export) and `gpu` steps
+    (mining, base model, training, evaluation); each kind has its image, resources, and the GPU
+    kind its node selector and tolerations. S3 keys come from a Kubernetes Secret as env vars
+    (never from the config), the endpoint as plain env; a PVC caches models and tokenizers.
+    """
+
+    images: dict[Literal["data", "gpu"], str] = {
+        "data": "ghcr.io/f2llm/f2llm-data:0.1.0", "gpu": "ghcr.io/f2llm/f2llm-train:0.1.0",
+    }
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: dict[Literal["data", "gpu"], StepResources] = {
+        "data": StepResources(cpu="2", memory="8Gi", memory_limit="16Gi"),
+        "gpu": StepResources(cpu="8", memory="64Gi", memory_limit="96Gi", gpus=1),
+    }
+    gpu_node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+    gpu_tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+    s3_endpoint: str | None = "http://minio.f2llm.svc:9000"
+    s3_secret: str | None = "f2llm-s3"  # a Secret holding the keys below
+    s3_secret_keys: dict[str, str] = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+    cache_pvc: str | None = "f2llm-model-cache"
+    cache_mount: str = "/cache"
+    caching: bool = True
+    retries: int = Field(1, ge=0)
+
+
 class RunConfig(_Strict):
     name: str = "f2llm"
     data: DataConfig
@@ -129,6 +175,7 @@ class RunConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     output_uri: str  # where the exported model and the report are published
     pipeline_root: str = "runs/local_outputs"  # kfp.local task outputs
+    cluster: ClusterConfig = ClusterConfig()  # compiled into the pipeline YAML, ignored locally
 
     @field_validator("name")
     @classmethod

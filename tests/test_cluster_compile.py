@@ -1,0 +1,75 @@
+"""The compiled pipeline carries the cluster settings: per task its image, resources and GPUs,
+and in the `platforms: kubernetes` document its Secret env, PVC, node selector, tolerations and
+pull policy; caching and retries on every task. Parsed from the YAML the KFP compiler wrote."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from f2llm.components.cluster import STEP_KINDS
+from f2llm.components.pipeline import compile_pipeline
+from f2llm.config import ClusterConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compiled(tmp_path, cfg):
+    spec, platform = yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
+    tasks = {**spec["root"]["dag"]["tasks"], **{
+        name: task for comp in spec["components"].values() for name, task in comp.get("dag", {}).get("tasks", {}).items()
+    }}
+    by_step = {t["taskInfo"]["name"]: t for t in tasks.values() if t["taskInfo"]["name"] in STEP_KINDS}
+    assert set(by_step) == set(STEP_KINDS)  # every stage, the per-language fan-out included
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if platform else {}
+    for step, task in by_step.items():
+        comp = spec["components"][task["componentRef"]["name"]]
+        yield step, task, executors[comp["executorLabel"]]["container"], k8s.get(comp["executorLabel"], {})
+
+
+def test_demo_pipeline_carries_the_default_cluster_settings(tmp_path):
+    cfg = load_config(ROOT / "configs" / "demo.yaml")
+    cluster = cfg.cluster
+    for step, task, container, k8s in compiled(tmp_path, cfg):
+        kind = STEP_KINDS[step]
+        res = cluster.resources[kind]
+        assert container["image"] == cluster.images[kind], step
+        assert container["resources"]["resourceCpuRequest"] == res.cpu
+        assert container["resources"]["resourceMemoryRequest"] == res.memory
+        assert container["resources"]["resourceMemoryLimit"] == res.memory_limit
+        assert task["cachingOptions"] == {"enableCache": True}
+        assert task["retryPolicy"]["maxRetryCount"] == 1
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert env["F2LLM_S3_ENDPOINT"] == cluster.s3_endpoint and env["HF_HOME"] == "/cache/hf"
+        assert k8s["secretAsEnv"][0]["secretName"] == "f2llm-s3"
+        assert {k["envVar"] for k in k8s["secretAsEnv"][0]["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert k8s["pvcMount"][0]["mountPath"] == "/cache" and k8s["imagePullPolicy"] == "IfNotPresent"
+        if kind == "gpu":
+            assert container["resources"]["accelerator"]["resourceCount"] == "1"
+            assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+            assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+            assert k8s["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+        else:
+            assert "accelerator" not in container["resources"] and "nodeSelector" not in k8s
+    text = (tmp_path / "p.yaml").read_text()
+    assert "REPLACE_ME" not in text and "testing-secret" not in text  # no secret value, only its name
+
+
+def test_everything_off_compiles_to_a_plain_pipeline(tmp_path):
+    cfg = load_config(ROOT / "configs" / "demo.yaml")
+    cfg.cluster = ClusterConfig(s3_secret=None, s3_endpoint=None, cache_pvc=None, caching=False, retries=0,
+                                resources={"data": {"cpu": "1", "memory": "1Gi"}, "gpu": {"cpu": "2", "memory": "2Gi"}})
+    for step, task, container, k8s in compiled(tmp_path, cfg):
+        assert "accelerator" not in container["resources"] and "env" not in container
+        assert set(k8s) <= {"imagePullPolicy"}
+        assert task["cachingOptions"] == {} and "retryPolicy" not in task
+
+
+@pytest.mark.parametrize("size", ["0-6b", "80m"])
+def test_recipe_sizes_compile(tmp_path, size):
+    cfg = load_config(ROOT / "configs" / "recipes" / f"{size}.yaml")
+    steps = {step for step, *_ in compiled(tmp_path, cfg)}
+    assert steps == set(STEP_KINDS)
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text().split("\n---\n")[0])
+    assert spec["pipelineInfo"]["name"] == cfg.name
