@@ -1,6 +1,7 @@
 """`f2llm run` (the whole pipeline locally through kfp.local), `f2llm compile` (KFP YAML),
 `f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes) and `f2llm serve`
-(the KServe predictor with v1, v2 and OpenAI-compatible embeddings)."""
+(the KServe predictor with v1, v2 and OpenAI-compatible embeddings) and `f2llm submit` (the
+pipeline to a Kubeflow Pipelines endpoint, as a new pipeline or version, and a run)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--name", default="f2llm")
     srv.add_argument("--port", type=int, default=8080)
     srv.add_argument("--config", help="YAML with more ServeConfig fields (batching, limits)")
+    sbm = sub.add_parser("submit", help="register the pipeline with KFP (new version if it exists) and start a run")
+    sbm.add_argument("--config", required=True)
+    sbm.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
+    sbm.add_argument("--experiment", default="f2llm")
+    sbm.add_argument("--run-name")
+    sbm.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config field")
     return parser
 
 
@@ -101,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     from f2llm.config import load_config
 
     cfg = load_config(args.config)
+    if args.command == "submit":
+        from f2llm.submit import apply_overrides, submit
+
+        done = submit(apply_overrides(cfg, args.set), args.host, args.experiment, args.run_name)
+        print(f"pipeline {done.pipeline_id} version {done.version_id}: run {done.run_id} in experiment {done.experiment_id}")
+        return 0
     if args.command == "compile":
         print(compile_pipeline(cfg, args.output))
         return 0
