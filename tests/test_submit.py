@@ -57,6 +57,13 @@ def test_submit_command_line(kfp_api, capsys):
     assert json.loads(api.runs[0]["runtime_config"]["parameters"]["config_json"])["eval"]["k"] == 5
 
 
+def test_register_only_starts_no_run(kfp_api):
+    api, host = kfp_api
+    done = submit(load_config(DEMO), host, start_run=False)
+    assert done.run_id is None and not api.runs and not api.experiments
+    assert api.versions[done.pipeline_id][0]["pipeline_version_id"] == done.version_id
+
+
 def test_overrides_are_validated():
     cfg = load_config(DEMO)
     with pytest.raises(ValueError, match="not key.path=value"):

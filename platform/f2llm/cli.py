@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sbm.add_argument("--experiment", default="f2llm")
     sbm.add_argument("--run-name")
     sbm.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config field")
+    sbm.add_argument("--register-only", action="store_true", help="upload the pipeline (or a new version), start no run")
     return parser
 
 
@@ -111,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "submit":
         from f2llm.submit import apply_overrides, submit
 
-        done = submit(apply_overrides(cfg, args.set), args.host, args.experiment, args.run_name)
-        print(f"pipeline {done.pipeline_id} version {done.version_id}: run {done.run_id} in experiment {done.experiment_id}")
+        done = submit(apply_overrides(cfg, args.set), args.host, args.experiment, args.run_name, not args.register_only)
+        started = f": run {done.run_id} in experiment {done.experiment_id}" if done.run_id else " (registered, no run)"
+        print(f"pipeline {done.pipeline_id} version {done.version_id}{started}")
         return 0
     if args.command == "compile":
         print(compile_pipeline(cfg, args.output))

@@ -24,8 +24,8 @@ from f2llm.config import RunConfig
 class Submitted:
     pipeline_id: str
     version_id: str
-    experiment_id: str
-    run_id: str
+    experiment_id: str | None = None  # None: registered only
+    run_id: str | None = None
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
@@ -45,7 +45,9 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     return RunConfig.model_validate(data)
 
 
-def submit(cfg: RunConfig, host: str, experiment: str = "f2llm", run_name: str | None = None) -> Submitted:
+def submit(
+    cfg: RunConfig, host: str, experiment: str = "f2llm", run_name: str | None = None, start_run: bool = True,
+) -> Submitted:
     import kfp
 
     from f2llm.components.pipeline import compile_pipeline
@@ -63,6 +65,8 @@ def submit(cfg: RunConfig, host: str, experiment: str = "f2llm", run_name: str |
             version_id = client.upload_pipeline_version(
                 str(package), pipeline_version_name=f"{cfg.name}-{digest}", pipeline_id=pipeline_id
             ).pipeline_version_id
+    if not start_run:  # what the Helm chart's registration Job does
+        return Submitted(pipeline_id, version_id)
     experiment_id = client.create_experiment(experiment).experiment_id
     run = client.run_pipeline(
         experiment_id=experiment_id, job_name=run_name or f"{cfg.name}-{digest}",
