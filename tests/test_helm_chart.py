@@ -10,12 +10,12 @@ import copy
 from pathlib import Path
 
 import helm_python
-import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
 from f2llm.config import RunConfig
+
+from k8s_checks import assert_pods_restricted, validate_objects
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "f2llm"
 KUBE_VERSION = "1.32.0"
@@ -37,46 +37,9 @@ VALUE_SETS = {
     },
 }
 
-# The fields of KServe's CRDs our objects use, with the types KServe declares for them.
-_container = {"type": "object", "required": ["name", "image"], "properties": {
-    "name": {"type": "string"}, "image": {"type": "string"}, "args": {"type": "array", "items": {"type": "string"}},
-    "ports": {"type": "array"}, "resources": {"type": "object"}, "securityContext": {"type": "object"}}}
-CRD_SCHEMAS = {
-    ("serving.kserve.io/v1alpha1", "ServingRuntime"): {
-        "type": "object", "required": ["metadata", "spec"],
-        "properties": {"spec": {"type": "object", "required": ["supportedModelFormats", "containers"],
-                                "properties": {
-                                    "supportedModelFormats": {"type": "array", "minItems": 1, "items": {
-                                        "type": "object", "required": ["name"], "properties": {
-                                            "name": {"type": "string"}, "version": {"type": "string"},
-                                            "autoSelect": {"type": "boolean"}}}},
-                                    "protocolVersions": {"type": "array", "items": {"enum": ["v1", "v2", "grpc-v1", "grpc-v2"]}},
-                                    "containers": {"type": "array", "minItems": 1, "items": _container},
-                                    "volumes": {"type": "array"}}}}},
-    ("serving.kserve.io/v1beta1", "InferenceService"): {
-        "type": "object", "required": ["metadata", "spec"],
-        "properties": {"spec": {"type": "object", "required": ["predictor"], "properties": {"predictor": {
-            "type": "object", "required": ["model"], "properties": {
-                "serviceAccountName": {"type": "string"},
-                "model": {"type": "object", "required": ["modelFormat", "storageUri"], "properties": {
-                    "modelFormat": {"type": "object", "required": ["name"]}, "runtime": {"type": "string"},
-                    "storageUri": {"type": "string", "pattern": "^(s3|gs|pvc|https?)://"}}}}}}}}},
-}
-
-
 def render(values: dict, name: str = "f2llm") -> list[dict]:
     files = helm_python.Chart.load(CHART).render(values, name=name, namespace="ml", is_install=True)
     return [doc for path, text in sorted(files.items()) if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc]
-
-
-def pod_specs(objects: list[dict]):
-    for obj in objects:
-        if obj["kind"] in ("StatefulSet", "Deployment", "Job"):
-            yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
-        elif obj["kind"] == "Pod":
-            yield obj["metadata"]["name"], obj["spec"]
-        elif obj["kind"] == "ServingRuntime":
-            yield obj["metadata"]["name"], obj["spec"]
 
 
 @pytest.fixture(scope="module", params=list(VALUE_SETS))
@@ -90,35 +53,15 @@ def test_lint_is_clean(rendered):
     assert result["errors"] == [] and result["messages"] == [], result
 
 
-def test_core_kinds_are_valid_kubernetes(rendered):
+def test_objects_are_valid(rendered):
     _, objects = rendered
-    core = [o for o in objects if not o["apiVersion"].startswith("serving.kserve.io")]
-    assert core
-    for obj in core:
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-
-
-def test_kserve_objects_match_the_crd_fields(rendered):
-    _, objects = rendered
-    for obj in objects:
-        if obj["apiVersion"].startswith("serving.kserve.io"):
-            jsonschema.validate(obj, CRD_SCHEMAS[(obj["apiVersion"], obj["kind"])])
+    assert any(not o["apiVersion"].startswith("serving.kserve.io") for o in objects)
+    validate_objects(objects, KUBE_VERSION)
 
 
 def test_every_pod_is_restricted_and_bounded(rendered):
     _, objects = rendered
-    specs = list(pod_specs(objects))
-    assert specs
-    for name, spec in specs:
-        pod_security = spec.get("securityContext", {})
-        for container in spec["containers"] + spec.get("initContainers", []):
-            security = container["securityContext"]
-            assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True, name
-            assert security["readOnlyRootFilesystem"] is True, name
-            assert security["allowPrivilegeEscalation"] is False, name
-            assert security["capabilities"]["drop"] == ["ALL"], name
-            for bound in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(container["resources"][bound]), (name, bound)
+    assert_pods_restricted(objects)
 
 
 def test_no_secret_value_outside_a_secret(rendered):
