@@ -19,11 +19,14 @@ STAGES = (
 )
 
 
-def build_pipeline(cluster: ClusterConfig = ClusterConfig()):
-    """The pipeline with `cluster`'s settings on every task (the data flow does not change)."""
+def build_pipeline(cluster: ClusterConfig | None = None):
+    """The pipeline with `cluster`'s settings on every task, or none (a local run: kfp.local
+    would apply their env vars here). The data flow is the same either way."""
 
     def on_cluster(task, step: str):
-        return apply_cluster(task, STEP_KINDS[step], cluster).set_display_name(step)
+        if cluster is not None:
+            apply_cluster(task, STEP_KINDS[step], cluster)
+        return task.set_display_name(step)
 
     @dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
     def f2llm_pipeline(config_json: str):
@@ -80,7 +83,7 @@ def run_local(cfg: RunConfig) -> None:
 
     from kfp import local
 
-    # Cluster-only task settings (display names, later resources) are compiled but not run here.
+    # Cluster settings are for the compiled YAML only; display names are ignored here.
     warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=cfg.pipeline_root)
-    build_pipeline(cfg.cluster)(config_json=cfg.model_dump_json())
+    build_pipeline(None)(config_json=cfg.model_dump_json())

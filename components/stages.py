@@ -1,8 +1,8 @@
 """One lightweight KFP component per stage; each body only calls into the f2llm library.
 
 KFP serialises a component's function source, so imports live inside the bodies. Locally
-(kfp.local SubprocessRunner) they run in the current interpreter; on a cluster in IMAGE, which
-has the f2llm package installed.
+(kfp.local SubprocessRunner) they run in the current interpreter; on a cluster in the image of
+their step kind (`ClusterConfig.images`: docker/data.Dockerfile, docker/train.Dockerfile).
 """
 
 from typing import List
@@ -10,7 +10,7 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-IMAGE = "ghcr.io/f2llm/f2llm-platform:0.1.0"
+IMAGE = "ghcr.io/f2llm/f2llm-data:0.1.0"  # compiled pipelines set each step's image (cluster.py)
 component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
 

@@ -20,7 +20,7 @@ DEMO = ROOT / "configs" / "demo.yaml"
 def test_compile_writes_every_stage(tmp_path):
     out = tmp_path / "pipeline.yaml"
     assert main(["compile", "--config", str(DEMO), "--output", str(out)]) == 0
-    spec = yaml.safe_load(out.read_text())
+    spec = next(yaml.safe_load_all(out.read_text()))  # then the platforms: kubernetes document
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
     tasks = {name: t for dag in dags for name, t in dag["tasks"].items() if "executorLabel" in spec["components"][t["componentRef"]["name"]]}
     assert sorted(t["taskInfo"]["name"] for t in tasks.values()) == sorted(STAGES)
@@ -31,7 +31,7 @@ def test_compile_writes_every_stage(tmp_path):
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     assert json.loads(default) == json.loads(load_config(DEMO).model_dump_json())
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"ghcr.io/f2llm/f2llm-platform:0.1.0"}
+    assert images == set(load_config(DEMO).cluster.images.values())  # data and gpu step images
 
 
 @pytest.mark.slow
