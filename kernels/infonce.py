@@ -178,7 +178,6 @@ def _lse_fwd_kernel(
     row_ok = rows < B
     js = tl.arange(0, JP)
     j_ok = js < J
-    offs_d = tl.arange(0, BLOCK_D)
     iq = tl.load(iq_ptr + rows[:, None] * J + js[None, :], mask=row_ok[:, None] & j_ok[None, :], other=0.0)
     run_max = tl.full((BLOCK_M, JP), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_M, JP), tl.float32)
@@ -223,8 +222,8 @@ def _lse_bwd_kernel(
     row_ok = rows < NX
     js = tl.arange(0, JP)
     j_ok = js < J
-    offs_d = tl.arange(0, BLOCK_D)
     row_js = row_ok[:, None] & j_ok[None, :]
+    offs_d = tl.arange(0, BLOCK_D)
     ix = tl.load(ix_ptr + rows[:, None] * J + js[None, :], mask=row_js, other=0.0)
     if ROWS_ARE_QUERIES:
         row_lse = tl.load(lse_ptr + rows[:, None] * J + js[None, :], mask=row_js, other=0.0)

@@ -60,7 +60,7 @@ def test_everything_off_compiles_to_a_plain_pipeline(tmp_path):
     cfg = load_config(ROOT / "configs" / "demo.yaml")
     cfg.cluster = ClusterConfig(s3_secret=None, s3_endpoint=None, cache_pvc=None, caching=False, retries=0,
                                 resources={"data": {"cpu": "1", "memory": "1Gi"}, "gpu": {"cpu": "2", "memory": "2Gi"}})
-    for step, task, container, k8s in compiled(tmp_path, cfg):
+    for _, task, container, k8s in compiled(tmp_path, cfg):
         assert "accelerator" not in container["resources"] and "env" not in container
         assert set(k8s) <= {"imagePullPolicy"}
         assert task["cachingOptions"] == {} and "retryPolicy" not in task

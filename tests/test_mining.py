@@ -1,9 +1,7 @@
 import math
 
 import pandas as pd
-import pytest
 import torch
-import torch.nn.functional as F
 
 from f2llm.config import MiningConfig
 from f2llm.mining import load_teacher, mine_hard_negatives, mine_source
