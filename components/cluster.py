@@ -1,7 +1,7 @@
 """Cluster settings on a pipeline task, from `ClusterConfig` (kfp + kfp-kubernetes).
 
-Each step is of a kind, `data` or `gpu`; a task gets its kind's image and resources, GPU steps
-their accelerator, node selector and tolerations, and every task the S3 keys from a Secret
+Each step is of a kind, `data` or `gpu`; a task gets its kind's image and resources, a task
+asking for GPUs their accelerator and the GPU node selector and tolerations, and every task the S3 keys from a Secret
 (env), the endpoint, the model-cache PVC, the pull policy, caching and retries. kfp.local
 ignores these; the compiler writes them into the YAML (resources in the task's container,
 Kubernetes settings in the `platforms: kubernetes` document).
@@ -26,11 +26,11 @@ def apply_cluster(task: PipelineTask, kind: str, cluster: ClusterConfig) -> Pipe
         task.set_cpu_limit(res.cpu_limit)
     if res.memory_limit:
         task.set_memory_limit(res.memory_limit)
-    if res.gpus:
+    if res.gpus:  # GPU nodes: selected and tolerated wherever GPUs are asked for
         task.set_accelerator_type(res.accelerator).set_accelerator_limit(res.gpus)
-        for key, value in (cluster.gpu_node_selector if kind == "gpu" else {}).items():
+        for key, value in cluster.gpu_node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
-        for t in cluster.gpu_tolerations if kind == "gpu" else []:
+        for t in cluster.gpu_tolerations:
             kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value, effect=t.effect)
     kubernetes.set_image_pull_policy(task, cluster.image_pull_policy)
     if cluster.s3_secret:

@@ -28,10 +28,9 @@ def dot_precision() -> str:
     return "ieee" if interpreting() else "tf32"
 
 
-def ascending(dims: list[int], weights: list[float] | None = None) -> tuple[list[int], list[float] | None]:
-    """Matryoshka dims (and their weights) from the smallest prefix up, as the kernels walk them."""
-    order = sorted(range(len(dims)), key=lambda i: dims[i])
-    return [dims[i] for i in order], None if weights is None else [weights[i] for i in order]
+def ascending(dims: list[int]) -> list[int]:
+    """Matryoshka dims from the smallest prefix up, as the kernels walk them."""
+    return sorted(dims)
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ def in_batch_matryoshka_infonce(
     chunk: int = 256,
 ) -> torch.Tensor:
     """Raw query [B, H] vs raw positives [M, H] -> the in-batch loss per dim [len(dims)], in `dims` order."""
-    up, _ = ascending(dims)
+    up = ascending(dims)
     iq, ip = prefix_inv_norms(query, up), prefix_inv_norms(positives, up)
     if use_triton(query):
         lse = TiledLSE.apply(query, positives, iq, ip, up, temperature)

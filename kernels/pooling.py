@@ -64,7 +64,7 @@ def pool_with_norms(
     dims = dims or [hidden.shape[-1]]
     if not use_triton(hidden):
         return pool_with_norms_reference(hidden, attention_mask, mode, dims)
-    up, _ = ascending(dims)
+    up = ascending(dims)
     pooled, inv = FusedPool.apply(hidden, attention_mask, mode == "mean", up)
     return pooled, inv[:, [up.index(d) for d in dims]]
 

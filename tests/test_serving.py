@@ -142,6 +142,20 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, route, body, 
     assert httpx.post(f"{server}/openai/v1/embeddings", json={"input": "still here"}).status_code == 200
 
 
+def test_streamed_body_over_the_limit_gets_413(server):
+    def chunks():  # no Content-Length: the limit is counted while the body arrives
+        yield b'{"input": "'
+        for _ in range(70):
+            yield b"a" * 1000
+        yield b'"}'
+
+    for path in ("/openai/v1/embeddings", "/v1/models/tiny:predict"):
+        response = httpx.post(f"{server}{path}", content=chunks(), headers={"content-type": "application/json"})
+        assert "content-length" not in response.request.headers
+        assert response.status_code == 413 and "bytes" in response.text
+    assert httpx.post(f"{server}/openai/v1/embeddings", json={"input": "still here"}).status_code == 200
+
+
 def test_openai_client_sees_the_errors(server):
     client = OpenAI(base_url=f"{server}/openai/v1", api_key="not-needed", max_retries=0)
     with pytest.raises(BadRequestError, match="supported"):

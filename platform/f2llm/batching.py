@@ -35,7 +35,6 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._loop_task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f2llm-batch")
-        self.batch_sizes: list[int] = []  # inputs per forward pass, for tests and metrics
 
     async def submit(self, ids: list[list[int]]) -> torch.Tensor:
         """-> rows [len(ids), H], once the batch holding them has run."""
@@ -76,7 +75,6 @@ class DynamicBatcher:
         parts = []
         for start in range(0, len(ids), self.max_batch_size):
             chunk = ids[start : start + self.max_batch_size]
-            self.batch_sizes.append(len(chunk))
-            BATCH_INPUTS.observe(len(chunk))
+            BATCH_INPUTS.observe(len(chunk))  # inputs per forward pass, on /metrics
             parts.append(self._run(chunk))
         return torch.cat(parts)

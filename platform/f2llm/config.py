@@ -141,8 +141,8 @@ class ClusterConfig(_Strict):
     """What the compiled pipeline asks of a cluster. The local run (kfp.local) ignores all of it.
 
     Steps are of two kinds: `data` steps (ingest, validation, prepare, export) and `gpu` steps
-    (mining, base model, training, evaluation); each kind has its image, resources, and the GPU
-    kind its node selector and tolerations. S3 keys come from a Kubernetes Secret as env vars
+    (mining, base model, training, evaluation); each kind has its image and resources, and steps
+    asking for GPUs get the GPU node selector and tolerations. S3 keys come from a Kubernetes Secret as env vars
     (never from the config), the endpoint as plain env; a PVC caches models and tokenizers.
     """
 

@@ -16,7 +16,6 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -137,8 +136,8 @@ class EmbeddingPredictor(Model):
                 raise InvalidInput("expected one BYTES input tensor of texts")
             data = payload.inputs[0].data
             texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in (data or [])]
-            params = payload.parameters or {}
-            return EmbedCall(texts, _param(params, "input_type", "document"), _param(params, "dimensions", None),
+            params = payload.parameters or {}  # REST v2: plain values
+            return EmbedCall(texts, params.get("input_type", "document"), params.get("dimensions"),
                              v2_id=payload.id or str(uuid.uuid4()))
         if isinstance(payload, bytes):  # v1 sent without a JSON content type: KServe passes the raw body
             try:
@@ -170,10 +169,3 @@ def _pooling_mode(pooling: dict) -> str:
     return modes[named]
 
 
-def _param(params: dict, key: str, default: Any) -> Any:
-    """v2 parameters may arrive as plain values or as typed InferParameter wrappers."""
-    value = params.get(key, default)
-    for field in ("string_param", "int64_param"):
-        if hasattr(value, field):
-            return getattr(value, field)
-    return value
