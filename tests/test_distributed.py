@@ -13,6 +13,8 @@ from transformers import AutoTokenizer
 from f2llm.config import DataConfig, StageConfig, TrainConfig
 from f2llm.prepare import prepare
 
+from tolerance import assert_close_scaled
+
 
 def _port() -> int:
     with socket.socket() as s:
@@ -75,8 +77,18 @@ def test_two_ranks_match_one_process(tmp_path, sample_rows, tiny_model_dir):
     assert two.returncode == 0, two.stderr.decode()[-2000:]
     a = load_file(tmp_path / "one" / "model" / "model.safetensors")
     b = load_file(tmp_path / "two" / "model" / "model.safetensors")
-    # Adam turns fp32 rounding on an (almost) zero gradient into a step of up to lr (1e-3): the
-    # ranks bucket their own rows by length, so a rare such element may differ by ~lr/20.
+    steps = (tmp_path / "one" / "log.jsonl").read_text().count("\n")
+    assert steps == (tmp_path / "two" / "log.jsonl").read_text().count("\n") > 0
+    # Adam moves a weight by about lr a step whatever its gradient's size, so two runs can differ by
+    # at most ~2 lr a step: the scale here is lr * steps. Rounding differences in the gradients (the
+    # ranks bucket their own rows by length) become relative update differences, so the bulk agrees
+    # to 1e-4 of that scale (measured: 99.9% within 1.5e-5 of it); an element whose gradient is
+    # (almost) zero can step the other way. A real bug (gradients not summed, wrong offsets) moves
+    # most weights by ~lr a step.
+    budget = cfg.stage2.lr * steps
+    total = off = 0
     for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-4, msg=name)
-    assert (tmp_path / "one" / "log.jsonl").read_text().count("\n") == (tmp_path / "two" / "log.jsonl").read_text().count("\n")
+        assert_close_scaled(b[name], a[name], rel=2.0, scale=budget, msg=name)
+        off += int(((b[name] - a[name]).abs() > 1e-4 * budget).sum())
+        total += a[name].numel()
+    assert off <= 1e-3 * total, f"{off} of {total} weights differ by more than 1e-4 of lr * steps"

@@ -15,6 +15,8 @@ from f2llm import storage
 from f2llm.config import DataConfig, StageConfig, TrainConfig
 from f2llm.prepare import prepare
 
+from tolerance import assert_close_scaled
+
 
 def _run(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "f2llm.train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
@@ -49,7 +51,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, sample_ro
     resumed = load_file(tmp_path / "killed" / "model" / "model.safetensors")
     assert straight.keys() == resumed.keys()
     for name in straight:
-        torch.testing.assert_close(resumed[name], straight[name], rtol=1e-5, atol=1e-6, msg=name)
+        assert_close_scaled(resumed[name], straight[name], rel=1e-5, msg=name)  # the same computation replayed
     straight_log = pd.read_json(tmp_path / "straight" / "log.jsonl", lines=True)
     resumed_log = pd.read_json(tmp_path / "killed" / "log.jsonl", lines=True)
     assert resumed_log["step"].tolist() == straight_log["step"].tolist()  # each step logged once

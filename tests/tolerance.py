@@ -1,0 +1,35 @@
+"""Comparisons whose tolerance follows the scale of what they compare.
+
+Rounding error is relative to the size of the terms a result was summed from, not to the result:
+a gradient that is exactly zero in real arithmetic (the in-batch InfoNCE of one query against one
+positive) comes out as rounding noise of the size of the terms that cancelled, and that noise
+differs between CPUs (AVX-512 and AVX2 kernels sum in different orders). A bare atol at such a
+point fails on one machine and passes on another. So every comparison here is
+
+    max |got - want| <= rel * scale
+
+with `scale` the size of the summed terms (by default the reference's largest magnitude; a caller
+passes the term size where the result can cancel to ~0) and `rel` a small multiple of the dtype's
+unit roundoff times the number of terms: tight enough that a real bug (a wrong factor, a dropped
+term, an off-by-one index) moves the result by a sizeable fraction of `scale`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _tensor(x) -> torch.Tensor:
+    return (x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))).detach().double()
+
+
+def assert_close_scaled(got, want, *, rel: float, scale: float | None = None, msg: str = "") -> None:
+    """max |got - want| <= rel * scale; `scale` defaults to max |want| (the reference's size)."""
+    got, want = _tensor(got), _tensor(want)
+    assert got.shape == want.shape, f"{msg} shapes differ: {tuple(got.shape)} vs {tuple(want.shape)}"
+    if not want.numel():
+        return
+    scale = float(want.abs().max()) if scale is None else float(scale)
+    err = float((got - want).abs().max())
+    assert err <= rel * scale, f"{msg} max |got - want| = {err:.3g} > {rel:g} x scale {scale:.3g}".strip()
