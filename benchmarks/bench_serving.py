@@ -37,23 +37,23 @@ VLLM_PYTHON = os.environ.get("F2LLM_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin
 
 
 def texts() -> list[str]:
-    from f2llm.ingest import ingest
+    from f2llm.data.ingest import ingest
 
     rows = ingest(str(ROOT / "data" / "sample"))
     return sorted(set(rows["passage"]) | set(rows["query"]))
 
 
 def export_tiny(work: Path, corpus: list[str]) -> Path:
-    from f2llm.base_model import build_tiny_model
+    from f2llm.model.base_model import build_tiny_model
     from f2llm.config import TinyModelConfig
-    from f2llm.export import export_sentence_transformers
+    from f2llm.model.export import export_sentence_transformers
 
     build_tiny_model(TinyModelConfig(), corpus, work / "hf")
     return export_sentence_transformers(work / "hf", work / "model", 128)
 
 
 def in_process(model: Path, corpus: list[str], batch: int, seconds: float) -> dict:
-    from f2llm.encoder import Encoder
+    from f2llm.model.encoder import Encoder
 
     encoder = Encoder.load(model, max_length=128)
     encoder.encode(corpus[:batch], batch_size=batch)  # warm-up
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--per-request", type=int, default=8)
     parser.add_argument("--skip-vllm", action="store_true")
     args = parser.parse_args()
-    from f2llm import vllm_runtime
+    from f2llm.serve import vllm_runtime
 
     corpus = texts()
     results = {"clients": args.clients, "seconds": args.seconds, "texts_per_request": args.per_request,

@@ -35,10 +35,10 @@ def setup(work: Path, hidden: int, layers: int) -> dict:
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from f2llm.base_model import build_tiny_model
+    from f2llm.model.base_model import build_tiny_model
     from f2llm.config import DataConfig, TinyModelConfig
-    from f2llm.ingest import ingest
-    from f2llm.prepare import prepare
+    from f2llm.data.ingest import ingest
+    from f2llm.data.prepare import prepare
 
     rows = ingest(str(ROOT / "data" / "sample"))
     rows = rows[rows["task"].isin(["retrieval", "bitext"])]
@@ -69,7 +69,7 @@ def _rate(times: list[float], samples: list[int], warmup: int) -> float:
 
 def run_ours(work: Path, args) -> dict:
     from f2llm.config import StageConfig, TrainConfig
-    from f2llm.train import train_stage
+    from f2llm.train.trainer import train_stage
 
     stage = StageConfig(epochs=100, max_steps=args.steps, lr=1e-3, batch_size=args.batch, warmup_ratio=0.1)
     cfg = TrainConfig(stage1=None, stage2=stage, precision="fp32")
@@ -90,7 +90,7 @@ def run_theirs(work: Path, args) -> dict:
     from sentence_transformers.training_args import MultiDatasetBatchSamplers
     from transformers import TrainerCallback
 
-    from f2llm.matryoshka import matryoshka_dims, matryoshka_weights
+    from f2llm.model.matryoshka import matryoshka_dims, matryoshka_weights
 
     transformer = models.Transformer(str(work / "model"), max_seq_length=128)
     hidden = transformer.get_embedding_dimension()

@@ -21,7 +21,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from common import peak_rss_mb, write  # noqa: E402
 
 from f2llm.config import ValidationConfig  # noqa: E402
-from f2llm.validate import computed_columns, validate  # noqa: E402
+from f2llm.data.validate import computed_columns, validate  # noqa: E402
 
 
 def language_vocabularies(n_languages: int) -> dict[str, list[str]]:

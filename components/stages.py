@@ -18,7 +18,7 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 def ingest_op(config_json: str, rows: Output[Dataset], metrics: Output[Metrics]) -> List[str]:
     """-> the languages present, for the per-language validation fan-out."""
     from f2llm.config import RunConfig
-    from f2llm.ingest import ingest
+    from f2llm.data.ingest import ingest
 
     cfg = RunConfig.model_validate_json(config_json)
     frame = ingest(cfg.data.uri)
@@ -39,7 +39,7 @@ def validate_language_op(
     import pandas as pd
 
     from f2llm.config import RunConfig
-    from f2llm.validate import validate
+    from f2llm.data.validate import validate
 
     cfg = RunConfig.model_validate_json(config_json)
     frame = pd.read_parquet(rows.path, filters=[("language", "==", language)])  # this slice only
@@ -58,7 +58,7 @@ def merge_validation_op(
 ):
     import pandas as pd
 
-    from f2llm.report import markdown_table, validation_html
+    from f2llm.evaluation.report import markdown_table, validation_html
 
     def concat(parts):
         return pd.concat([pd.read_parquet(p.path) for p in parts], ignore_index=True)
@@ -87,7 +87,7 @@ def mine_op(config_json: str, accepted: Input[Dataset], mined: Output[Dataset], 
     import pandas as pd
 
     from f2llm.config import RunConfig
-    from f2llm.mining import mine_hard_negatives
+    from f2llm.data.mining import mine_hard_negatives
 
     cfg = RunConfig.model_validate_json(config_json)
     rows, stats = mine_hard_negatives(pd.read_parquet(accepted.path), cfg.mining)
@@ -100,7 +100,7 @@ def mine_op(config_json: str, accepted: Input[Dataset], mined: Output[Dataset], 
 def base_model_op(config_json: str, accepted: Input[Dataset], model: Output[Model]):
     import pandas as pd
 
-    from f2llm.base_model import build_tiny_model, fetch_base_model
+    from f2llm.model.base_model import build_tiny_model, fetch_base_model
     from f2llm.config import RunConfig
 
     cfg = RunConfig.model_validate_json(config_json)
@@ -121,7 +121,7 @@ def prepare_op(
     from transformers import AutoTokenizer
 
     from f2llm.config import RunConfig
-    from f2llm.prepare import prepare
+    from f2llm.data.prepare import prepare
 
     cfg = RunConfig.model_validate_json(config_json)
     tokenizer = AutoTokenizer.from_pretrained(base_model.path, trust_remote_code=cfg.model.trust_remote_code)
@@ -140,7 +140,7 @@ def train_op(
     import shutil
 
     from f2llm.config import RunConfig
-    from f2llm.train import train_stage
+    from f2llm.train.trainer import train_stage
 
     cfg = RunConfig.model_validate_json(config_json)
     if stage == 1 and cfg.train.stage1 is None:  # sizes below 0.6B start from a stage-1 model
@@ -161,9 +161,9 @@ def evaluate_op(
     import pandas as pd
 
     from f2llm.config import RunConfig
-    from f2llm.encoder import Encoder
-    from f2llm.evaluate import evaluate_model
-    from f2llm.report import language_table, loss_curve_png, markdown_table, render_html
+    from f2llm.model.encoder import Encoder
+    from f2llm.evaluation.evaluate import evaluate_model
+    from f2llm.evaluation.report import language_table, loss_curve_png, markdown_table, render_html
 
     cfg = RunConfig.model_validate_json(config_json)
     k = cfg.eval.k
@@ -192,7 +192,7 @@ def export_op(
 ):
     from f2llm import storage
     from f2llm.config import RunConfig
-    from f2llm.export import export_sentence_transformers
+    from f2llm.model.export import export_sentence_transformers
 
     cfg = RunConfig.model_validate_json(config_json)
     export_sentence_transformers(trained_model.path, model.path, cfg.model.max_length, pooling=cfg.train.pooling)

@@ -61,14 +61,14 @@ def s3_endpoint():
 
 @pytest.fixture(scope="session")
 def sample_rows() -> pd.DataFrame:
-    from f2llm.ingest import ingest
+    from f2llm.data.ingest import ingest
 
     return ingest(str(SAMPLE))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, sample_rows) -> Path:
-    from f2llm.base_model import build_tiny_model
+    from f2llm.model.base_model import build_tiny_model
     from f2llm.config import TinyModelConfig
 
     out = tmp_path_factory.mktemp("tiny")
@@ -79,6 +79,6 @@ def tiny_model_dir(tmp_path_factory, sample_rows) -> Path:
 @pytest.fixture(scope="session")
 def exported_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
     """The tiny model exported as the pipeline exports: a sentence-transformers directory."""
-    from f2llm.export import export_sentence_transformers
+    from f2llm.model.export import export_sentence_transformers
 
     return export_sentence_transformers(tiny_model_dir, tmp_path_factory.mktemp("exported") / "model", 128)

@@ -5,11 +5,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from f2llm.base_model import build_tiny_model
+from f2llm.model.base_model import build_tiny_model
 from f2llm.config import DataConfig, StageConfig, TinyModelConfig, TrainConfig
 from f2llm.kernels import distillation_mse
-from f2llm.prepare import prepare
-from f2llm.train import train_stage
+from f2llm.data.prepare import prepare
+from f2llm.train.trainer import train_stage
 
 
 def test_distillation_mse_matches_naive_and_freezes_the_teacher():

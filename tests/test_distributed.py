@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from f2llm.config import DataConfig, StageConfig, TrainConfig
-from f2llm.prepare import prepare
+from f2llm.data.prepare import prepare
 
 from tolerance import assert_close_scaled
 
@@ -30,7 +30,7 @@ def _data(seed=0):
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from f2llm import distributed
+    from f2llm.train import distributed
     from f2llm.kernels import in_batch_infonce
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)

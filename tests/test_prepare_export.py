@@ -5,9 +5,9 @@ import torch
 from transformers import AutoTokenizer
 
 from f2llm.config import DataConfig
-from f2llm.encoder import Encoder
-from f2llm.export import export_sentence_transformers
-from f2llm.prepare import cap_per_source, prepare
+from f2llm.model.encoder import Encoder
+from f2llm.model.export import export_sentence_transformers
+from f2llm.data.prepare import cap_per_source, prepare
 from f2llm.tasks import TASKS, TaskType, query_prompt
 
 from tolerance import assert_close_scaled
@@ -65,7 +65,7 @@ def test_export_loads_in_sentence_transformers_with_our_vectors(tmp_path, tiny_m
 
 
 def test_temperature_sampling_flattens_the_language_mix():
-    from f2llm.prepare import temperature_sample
+    from f2llm.data.prepare import temperature_sample
 
     train = pd.DataFrame({"language": ["eng"] * 900 + ["swa"] * 100, "query": [f"q{i}" for i in range(1000)]})
     same, targets = temperature_sample(train, temperature=1.0, seed=0)

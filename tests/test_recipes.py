@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import Qwen3Model
 
-from f2llm.matryoshka import matryoshka_dims
-from f2llm.recipes import RECIPES, qwen3_config
+from f2llm.model.matryoshka import matryoshka_dims
+from f2llm.model.recipes import RECIPES, qwen3_config
 
 # Parameter counts the recipe states for these shapes (embedding model, no LM head).
 STATED = {"80M": 80_084_288, "160M": 159_185_024, "330M": 334_349_184, "0.6B": 596_049_920}

@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from f2llm import storage
 from f2llm.config import DataConfig, StageConfig, TrainConfig
-from f2llm.prepare import prepare
+from f2llm.data.prepare import prepare
 
 from tolerance import assert_close_scaled
 

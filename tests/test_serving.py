@@ -17,8 +17,8 @@ import yaml
 from openai import BadRequestError, NotFoundError, OpenAI
 
 from f2llm.config import ServeConfig
-from f2llm.predictor import EmbedCall, EmbeddingPredictor
-from f2llm.tokenizer import InputTooLong
+from f2llm.serve.predictor import EmbedCall, EmbeddingPredictor
+from f2llm.model.tokenizer import InputTooLong
 
 from conftest import free_port
 

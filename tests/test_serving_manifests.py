@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from f2llm import vllm_runtime
+from f2llm.serve import vllm_runtime
 from f2llm.cli import build_parser
 
 from k8s_checks import assert_pods_restricted, validate_objects

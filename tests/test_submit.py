@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from f2llm.config import load_config
-from f2llm.submit import apply_overrides, submit
+from f2llm.cluster.submit import apply_overrides, submit
 
 from conftest import free_port
 from fake_kfp_api import FakeKfpApi

@@ -3,8 +3,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
 from f2llm import storage
-from f2llm.encoder import Encoder
-from f2llm.tokenizer import encode_with_eos, ensure_eos_appended, train_bpe_tokenizer
+from f2llm.model.encoder import Encoder
+from f2llm.model.tokenizer import encode_with_eos, ensure_eos_appended, train_bpe_tokenizer
 
 from tolerance import assert_close_scaled
 
@@ -66,7 +66,7 @@ def test_left_and_right_padding_give_the_same_embedding(tiny_model_dir):
 
 def test_fetch_base_model_from_s3_enforces_the_eos_rule(s3_endpoint, tmp_path, tiny_model_dir):
     """A real checkpoint whose tokenizer does not append EOS (Qwen3 base LLMs) gets it on fetch."""
-    from f2llm.base_model import fetch_base_model
+    from f2llm.model.base_model import fetch_base_model
     from f2llm.config import ModelConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

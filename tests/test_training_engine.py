@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from f2llm.config import load_config
-from f2llm.encoder import Encoder, autocast_dtype
+from f2llm.model.encoder import Encoder, autocast_dtype
 from f2llm.kernels import distillation_mse, hard_negative_infonce, in_batch_infonce
-from f2llm.losses import contrastive_loss
-from f2llm.recipes import RECIPES, run_config_yaml
-from f2llm.train import BatchObjective, backward, lr_lambda
+from f2llm.train.losses import contrastive_loss
+from f2llm.model.recipes import RECIPES, run_config_yaml
+from f2llm.train.trainer import BatchObjective, backward, lr_lambda
 from f2llm.config import StageConfig
 
 from naive_losses import naive_hn, naive_ib, unit

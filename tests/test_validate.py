@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from f2llm.config import ValidationConfig
-from f2llm.ingest import ingest
-from f2llm.validate import ValidationFailed, validate
+from f2llm.data.ingest import ingest
+from f2llm.data.validate import ValidationFailed, validate
 
 SWA = [  # real Swahili question/answer pairs, long enough for language identification
     ("Mji mkuu wa Kenya ni upi?", "Nairobi ni mji mkuu na mji mkubwa zaidi wa Kenya."),

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from openai import OpenAI
 
-from f2llm import vllm_runtime
+from f2llm.serve import vllm_runtime
 from f2llm.config import ServeConfig
-from f2llm.predictor import EmbedCall, EmbeddingPredictor
+from f2llm.serve.predictor import EmbedCall, EmbeddingPredictor
 
 from conftest import free_port
 

@@ -18,7 +18,7 @@ def _print_results(cfg, seconds: float) -> None:
     from rich.table import Table
 
     from f2llm import storage
-    from f2llm.report import dim_table, language_table
+    from f2llm.evaluation.report import dim_table, language_table
 
     k = cfg.eval.k
     results = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(cfg.output_uri, "report", "results.csv"))))
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         # --configure_logging); everything it needs is passed to ModelServer explicitly.
         sys.argv = sys.argv[:1]
         from f2llm.config import ServeConfig
-        from f2llm.serve import serve
+        from f2llm.serve.server import serve
 
         from pathlib import Path
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(ServeConfig.model_validate({**extra, "model": args.model, "name": args.name, "http_port": args.port}))
         return 0
     if args.command == "recipe":
-        from f2llm.recipes import RECIPES, run_config_yaml
+        from f2llm.model.recipes import RECIPES, run_config_yaml
 
         if args.size not in RECIPES:
             parser.error(f"unknown size {args.size!r}; one of {', '.join(RECIPES)}")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config)
     if args.command == "submit":
-        from f2llm.submit import apply_overrides, submit
+        from f2llm.cluster.submit import apply_overrides, submit
 
         done = submit(apply_overrides(cfg, args.set), args.host, args.experiment, args.run_name, not args.register_only)
         started = f": run {done.run_id} in experiment {done.experiment_id}" if done.run_id else " (registered, no run)"

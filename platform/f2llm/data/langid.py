@@ -13,7 +13,7 @@ from functools import lru_cache
 import pandas as pd
 import pycountry
 
-from f2llm.languages import LANGUAGES, SCRIPT_RANGES
+from f2llm.data.languages import LANGUAGES, SCRIPT_RANGES
 
 # fastText lid.176 labels (https://fasttext.cc/docs/en/language-identification.html)
 LID176 = (

@@ -52,7 +52,7 @@ def load_teacher(spec: str, batch_size: int = 128, max_length: int = 256) -> Emb
             ).float().cpu()
 
         return embed
-    from f2llm.encoder import Encoder
+    from f2llm.model.encoder import Encoder
 
     encoder = Encoder.load(path, max_length=max_length)
     return lambda texts, is_query: encoder.encode(texts, batch_size=batch_size)

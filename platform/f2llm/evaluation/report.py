@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from f2llm.languages import LANGUAGES
+from f2llm.data.languages import LANGUAGES
 
 
 _STYLE = """<style>body{font-family:sans-serif;margin:2em;max-width:80em} .t{border-collapse:collapse}

@@ -11,8 +11,8 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 from f2llm.config import ServeConfig
-from f2llm.predictor import EmbeddingPredictor
-from f2llm.tokenizer import InputTooLong
+from f2llm.serve.predictor import EmbeddingPredictor
+from f2llm.model.tokenizer import InputTooLong
 
 
 class BodyLimit:
@@ -65,7 +65,7 @@ def build(cfg: ServeConfig):
     import kserve
     from kserve.model_server import app
 
-    from f2llm import openai_api
+    from f2llm.serve import openai_api
 
     predictor = EmbeddingPredictor(cfg)
     predictor.load()

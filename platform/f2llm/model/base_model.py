@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
 from f2llm import storage
 from f2llm.config import ModelConfig, TinyModelConfig
-from f2llm.tokenizer import ensure_eos_appended, train_bpe_tokenizer
+from f2llm.model.tokenizer import ensure_eos_appended, train_bpe_tokenizer
 
 
 def build_tiny_model(cfg: TinyModelConfig, texts: Iterable[str], out_dir: str | Path) -> Path:

@@ -23,7 +23,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from f2llm import storage
 from f2llm.kernels import pool_with_norms
-from f2llm.tokenizer import encode_with_eos
+from f2llm.model.tokenizer import encode_with_eos
 
 Pooling = Literal["last", "mean"]
 PaddingSide = Literal["right", "left"]

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from f2llm.config import DataConfig
 from f2llm.tasks import STAGE1_TASKS, TASKS, TaskType, query_prompt
-from f2llm.tokenizer import encode_with_eos
+from f2llm.model.tokenizer import encode_with_eos
 
 
 class _Corpus:

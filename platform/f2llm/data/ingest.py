@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from f2llm import storage
-from f2llm.languages import LANGUAGES
+from f2llm.data.languages import LANGUAGES
 from f2llm.tasks import TASKS, TaskType
 
 COLUMNS = [

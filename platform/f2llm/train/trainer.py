@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from f2llm import checkpoint, distributed
+from f2llm.train import checkpoint, distributed
 from f2llm.config import StageConfig, TrainConfig
-from f2llm.encoder import Encoder
+from f2llm.model.encoder import Encoder
 from f2llm.kernels import distillation_mse
-from f2llm.losses import contrastive_loss
-from f2llm.matryoshka import matryoshka_dims, matryoshka_weights
-from f2llm.sampler import SourceBatchSampler
+from f2llm.train.losses import contrastive_loss
+from f2llm.model.matryoshka import matryoshka_dims, matryoshka_weights
+from f2llm.train.sampler import SourceBatchSampler
 from f2llm.tasks import TASKS, TaskType
 
 
@@ -261,6 +261,3 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(train_stage(args.init, args.data, args.stage, cfg, args.max_length, args.out, args.log_file)))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from f2llm import langid
+from f2llm.data import langid
 from f2llm.config import ValidationConfig
 from f2llm.tasks import TASKS, TaskType
 

@@ -1,0 +1,1 @@
+"""Talking to a Kubeflow cluster: registering the compiled pipeline and starting runs."""
