@@ -80,20 +80,28 @@ def merge_validation_op(
 
 
 @component
-def mine_op(config_json: str, accepted: Input[Dataset], mined: Output[Dataset], metrics: Output[Metrics]):
-    """Hard negatives from the configured teacher; without one, the stored negatives pass through."""
+def mine_op(
+    config_json: str, accepted: Input[Dataset], mined: Output[Dataset], quarantine: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Hard negatives from the configured teacher (without one, the stored negatives pass through);
+    rows left with fewer than their task's count are quarantined."""
     import dataclasses
 
     import pandas as pd
 
     from f2llm.config import RunConfig
-    from f2llm.data.mining import mine_hard_negatives
+    from f2llm.data.mining import mine_hard_negatives, quarantine_short_rows
 
     cfg = RunConfig.model_validate_json(config_json)
     rows, stats = mine_hard_negatives(pd.read_parquet(accepted.path), cfg.mining)
-    rows.to_parquet(mined.path, index=False)
+    kept, short = quarantine_short_rows(rows)
+    kept.to_parquet(mined.path, index=False)
+    short.to_parquet(quarantine.path, index=False)
     for key, value in dataclasses.asdict(stats).items():
         metrics.log_metric(key, value)
+    metrics.log_metric("accepted", len(kept))
+    metrics.log_metric("quarantined", len(short))
 
 
 @component
@@ -171,7 +179,7 @@ def evaluate_op(
     held_out = rows[rows["split"] == "eval"]
     frames = []
     for name, artifact in (("base", base_model), ("trained", trained_model)):
-        encoder = Encoder.load(artifact.path, max_length=cfg.model.max_length, pooling=cfg.train.pooling)
+        encoder = Encoder.load(artifact.path, max_length=cfg.eval.max_length, pooling=cfg.train.pooling)
         frames.append(evaluate_model(encoder, held_out, k=k, batch_size=cfg.eval.batch_size).assign(model=name))
     scores = pd.concat(frames, ignore_index=True)
     scores.to_csv(results.path, index=False)

@@ -40,8 +40,9 @@ def test_rows_without_candidates_keep_their_negatives_and_fill_mode():
     })
     replaced, stats = mine_hard_negatives(rows, MiningConfig(teacher="x", skip_top=0, max_score=0.9), embed)
     # q1: p2 .6, p3 0; q2: p2 .8, p1 0; q3: p3 .8, p1 .6 (all under .9 and .95 * 1.0)
-    assert replaced["negatives"].tolist() == [["p2", "p3"], ["p2", "p1"], ["p3", "p1"]]
-    assert stats.mined_rows == 3 and stats.negatives_mined == 6
+    # ... then filled towards retrieval's 7 from the stored negatives
+    assert replaced["negatives"].tolist() == [["p2", "p3", "stored"], ["p2", "p1", "stored"], ["p3", "p1", "stored"]]
+    assert stats.mined_rows == 3 and stats.negatives_mined == 6 and stats.negatives_from_stored == 3
     filled, _ = mine_hard_negatives(rows, MiningConfig(teacher="x", skip_top=0, max_score=0.9, mode="fill", keep=2), embed)
     assert filled["negatives"].tolist() == [["stored", "p2"], ["stored", "p2"], ["stored", "p3"]]
     strict, stats = mine_hard_negatives(rows, MiningConfig(teacher="x", skip_top=0, max_score=-1.0), embed)

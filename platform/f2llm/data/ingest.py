@@ -5,7 +5,10 @@ task type, ISO 639-3 language and split, and the files themselves: JSONL or parq
 recipe's raw columns `query`, `passage`, `negative_1..negative_N`. The output has one row per
 input row:
 
-    source, task, language, script, split, instruction, query, passage, negatives (list), file, row
+    source, task, language, script, split, stages, instruction, query, passage, negatives (list), file, row
+
+`stages` (manifest field, default by task) lists the training stages a source feeds: the recipe's
+stage 1 is the retrieval sources without instructions, stage 2 every source (`prepare.py`).
 
 Anything we cannot read as that schema stops the run with an IngestError naming file, row and
 field; content problems (empty text, duplicates, ...) are left to validation, which quarantines.
@@ -17,18 +20,19 @@ import io
 import json
 import re
 from pathlib import PurePosixPath
+from typing import Literal
 
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from f2llm import storage
 from f2llm.data.languages import LANGUAGES
-from f2llm.tasks import TASKS, TaskType
+from f2llm.tasks import STAGE1_TASKS, TASKS, TaskType
 
 COLUMNS = [
-    "source", "task", "language", "script", "split", "instruction",
+    "source", "task", "language", "script", "split", "stages", "instruction",
     "query", "passage", "negatives", "file", "row",
 ]
 _NEGATIVE = re.compile(r"^negative_(\d+)$")
@@ -47,6 +51,7 @@ class SourceSpec(BaseModel):
     language: str
     split: str = "train"
     instruction: str | None = None
+    stages: list[Literal[1, 2]] | None = None  # default: retrieval-like sources [1, 2], others [2]
 
     @field_validator("language")
     @classmethod
@@ -54,6 +59,19 @@ class SourceSpec(BaseModel):
         if not re.fullmatch(r"[a-z]{3}", v):
             raise ValueError(f"{v!r} is not an ISO 639-3 code (three lower-case letters)")
         return v
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"stages must list 1 and/or 2, each once; got {v}")
+        return sorted(v) if v is not None else None
+
+    @model_validator(mode="after")
+    def _default_stages(self) -> "SourceSpec":
+        if self.stages is None:
+            self.stages = [1, 2] if self.task in STAGE1_TASKS else [2]
+        return self
 
     @field_validator("split")
     @classmethod
@@ -134,6 +152,7 @@ def read_source(data_uri: str, spec: SourceSpec) -> pd.DataFrame:
     frame["language"] = spec.language
     frame["script"] = lang.script if lang else "unknown"
     frame["split"] = spec.split
+    frame["stages"] = [list(spec.stages)] * len(frame)
     frame["instruction"] = spec.instruction or TASKS[spec.task].instruction
     frame["file"] = uri
     return frame[COLUMNS]

@@ -7,6 +7,12 @@ score (margins that keep likely false negatives out); the best `keep` of them ar
 mined negatives. Scores are computed a query batch at a time, so memory stays
 O(batch x passages).
 
+The count of hard negatives never collapses: the trainer takes exactly the task's count per row
+(recipe: 7 retrieval, 9 clustering, 1 binary classification), so in replace mode a row whose
+mining found fewer is filled up to that count from its stored negatives, and a row that still
+falls short is quarantined with a reason (`quarantine_short_rows`): rows in = rows kept + rows
+quarantined.
+
 Teachers: a sentence-transformers directory (its own pooling and prompts) or any Hugging Face
 checkpoint (our last-token encoder); given as a path, a store URI, or `package:<pkg>/<dir>` for
 a model shipped inside a Python package.
@@ -25,6 +31,7 @@ from tqdm.auto import tqdm
 
 from f2llm import storage
 from f2llm.config import MiningConfig
+from f2llm.tasks import TASKS, TaskType
 
 Embed = Callable[[list[str], bool], torch.Tensor]  # (texts, is_query) -> [N, D] normalised
 
@@ -63,6 +70,7 @@ class MiningStats:
     rows: int = 0
     mined_rows: int = 0
     negatives_mined: int = 0
+    negatives_from_stored: int = 0  # replace mode: stored negatives that fill a row up to its task's count
     rows_without_candidates: int = 0
 
 
@@ -100,6 +108,7 @@ def mine_hard_negatives(rows: pd.DataFrame, cfg: MiningConfig, embed: Embed | No
     embed = embed or load_teacher(cfg.teacher, cfg.batch_size, cfg.max_length)
     targets = out[out["task"].isin(cfg.tasks) & (out["split"] == "train")]
     for _, part in tqdm(targets.groupby("source"), desc="mining", leave=False):
+        needed = TASKS[TaskType(part["task"].iloc[0])].hard_negatives
         mined = mine_source(part["query"].tolist(), part["passage"].tolist(), embed, cfg)
         for idx, stored, new in zip(part.index, part["negatives"], mined):
             stored = list(stored)
@@ -111,6 +120,25 @@ def mine_hard_negatives(rows: pd.DataFrame, cfg: MiningConfig, embed: Embed | No
                 stats.negatives_mined += len(new) - len(stored)
             else:
                 stats.negatives_mined += len(new)
+                fill = [n for n in stored if n not in new][: max(0, needed - len(new))]
+                stats.negatives_from_stored += len(fill)
+                new = new + fill
             out.at[idx, "negatives"] = new
             stats.mined_rows += 1
     return out, stats
+
+
+def quarantine_short_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training rows with fewer hard negatives than their task's count -> quarantine, with a reason.
+
+    Returns (kept, quarantined); the quarantined rows carry `reasons` as validation's do.
+    """
+    needed = rows["task"].map(lambda task: TASKS[TaskType(task)].hard_negatives)
+    have = rows["negatives"].map(len)
+    short = (rows["split"] == "train") & (have < needed)
+    reasons = [
+        f"{n} hard negatives after mining; {task} needs {k}"
+        for n, task, k in zip(have[short], rows.loc[short, "task"], needed[short])
+    ]
+    quarantined = rows[short].assign(reasons=reasons).reset_index(drop=True)
+    return rows[~short].reset_index(drop=True), quarantined

@@ -7,11 +7,15 @@ at corpus ids. We write, under one directory:
     stage1.parquet    source, task, language, query_id, positive_id, negative_ids
     stage2.parquet    the same columns for stage 2
 
-Stage 1 holds retrieval-like sources without instructions. Stage 2 holds every task type, with
-the source's instruction on every query and on `doc_instruction_ratio` (recipe: 30%) of the
-documents of symmetric tasks. The per-source cap (recipe: 80k queries) is the language
-balancing, sources being split per language; capped rows are counted in the returned stats.
-Optional temperature sampling over languages then reshapes the language mix.
+Each source feeds the stages its manifest entry lists (`stages`; by default retrieval-like sources
+feed both, the others stage 2). Stage 1 is those sources as they are, without instructions: the
+recipe's ~27M rows of large retrieval sources, uncapped. Stage 2 holds every task type, with the
+source's instruction on every query and, for `doc_instruction_ratio` (recipe: 30%) of the rows of
+symmetric tasks, on the row's documents: one draw per row, so a positive and its negatives carry
+the instruction together (were it drawn per text, the prompt's presence would tell them apart).
+Stage 2 only is capped per source (recipe: 80k queries), which is the language balancing, sources
+being split per language; capped rows are counted in the returned stats. Optional temperature
+sampling over languages then reshapes stage 2's language mix.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
 from f2llm.config import DataConfig
-from f2llm.tasks import STAGE1_TASKS, TASKS, TaskType, query_prompt
+from f2llm.tasks import TASKS, TaskType, query_prompt
 from f2llm.model.tokenizer import encode_with_eos
 
 
@@ -43,7 +47,7 @@ def cap_per_source(train: pd.DataFrame, cap: int, seed: int) -> tuple[pd.DataFra
             capped[source] = len(part) - cap
             part = part.sample(n=cap, random_state=seed)
         kept.append(part)
-    return pd.concat(kept).sort_index(), capped
+    return (pd.concat(kept).sort_index() if kept else train), capped
 
 
 def temperature_sample(train: pd.DataFrame, temperature: float, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -63,25 +67,25 @@ def temperature_sample(train: pd.DataFrame, temperature: float, seed: int) -> tu
     return pd.concat(parts), {lang: int(n) for lang, n in targets.items()}
 
 
+STAGE_COLUMNS = ["source", "task", "language", "query_id", "positive_id", "negative_ids"]
+
+
+def feeding(train: pd.DataFrame, stage: int) -> pd.DataFrame:
+    """The rows whose source feeds `stage` (the manifest's `stages`)."""
+    return train[train["stages"].map(lambda stages: stage in stages)]
+
+
 def _stage_rows(train: pd.DataFrame, corpus: _Corpus, stage: int, doc_ratio: float, rng: random.Random) -> pd.DataFrame:
     rows = []
     for r in train.itertuples(index=False):
-        task = TaskType(r.task)
-        if stage == 1 and task not in STAGE1_TASKS:
-            continue
         prompt = query_prompt(r.instruction) if stage == 2 else ""
-
-        def doc(text: str) -> int:
-            instructed = stage == 2 and TASKS[task].symmetric and rng.random() < doc_ratio
-            return corpus.add((prompt if instructed else "") + text)
-
-        rows.append({
-            "source": r.source, "task": r.task, "language": r.language,
-            "query_id": corpus.add(prompt + r.query),
-            "positive_id": doc(r.passage),
-            "negative_ids": [doc(n) for n in r.negatives],
-        })
-    return pd.DataFrame(rows)
+        instructed = stage == 2 and TASKS[TaskType(r.task)].symmetric and rng.random() < doc_ratio
+        doc_prompt = prompt if instructed else ""  # one draw for the row's positive and negatives
+        rows.append((
+            r.source, r.task, r.language, corpus.add(prompt + r.query), corpus.add(doc_prompt + r.passage),
+            [corpus.add(doc_prompt + n) for n in r.negatives],
+        ))
+    return pd.DataFrame(rows, columns=STAGE_COLUMNS)
 
 
 def prepare(
@@ -90,14 +94,15 @@ def prepare(
 ) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train, capped = cap_per_source(accepted[accepted["split"] == "train"], cfg.max_per_source, cfg.seed)
+    train = accepted[accepted["split"] == "train"]
+    stage2, capped = cap_per_source(feeding(train, 2), cfg.max_per_source, cfg.seed)
     stats = {"train_rows": len(train), "capped": capped}
     if cfg.language_temperature is not None:
-        train, stats["language_targets"] = temperature_sample(train, cfg.language_temperature, cfg.seed)
+        stage2, stats["language_targets"] = temperature_sample(stage2, cfg.language_temperature, cfg.seed)
     corpus = _Corpus()
     rng = random.Random(cfg.seed)
-    for stage in (1, 2):
-        table = _stage_rows(train, corpus, stage, cfg.doc_instruction_ratio, rng)
+    for stage, rows in ((1, feeding(train, 1)), (2, stage2)):
+        table = _stage_rows(rows, corpus, stage, cfg.doc_instruction_ratio, rng)
         table.to_parquet(out / f"stage{stage}.parquet", index=False)
         stats[f"stage{stage}_rows"] = len(table)
         stats[f"stage{stage}_sources"] = int(table["source"].nunique()) if len(table) else 0
