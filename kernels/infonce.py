@@ -80,18 +80,21 @@ def prefix_inv_norms(x: torch.Tensor, dims: list[int]) -> torch.Tensor:
 # --- the tiled in-batch term
 def in_batch_matryoshka_infonce(
     query: torch.Tensor, positives: torch.Tensor, dims: list[int], temperature: float, offset: int = 0,
-    chunk: int = 256,
+    chunk: int = 256, targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Raw query [B, H] vs raw positives [M, H] -> the in-batch loss per dim [len(dims)], in `dims` order."""
+    """Raw query [B, H] vs raw positives [M, H] -> the in-batch loss per dim [len(dims)], in `dims` order.
+
+    Query i's own positive is row offset + i of `positives`, or row targets[i] when given.
+    """
     up = ascending(dims)
+    own_rows = targets if targets is not None else torch.arange(offset, offset + query.shape[0], device=query.device)
     iq, ip = prefix_inv_norms(query, up), prefix_inv_norms(positives, up)
     if use_triton(query):
         lse = TiledLSE.apply(query, positives, iq, ip, up, temperature)
     else:
         lse = ChunkedLSE.apply(query, positives, iq, ip, up, temperature, chunk)
-    own = positives[offset : offset + query.shape[0]]
-    target = prefix_sums(at_least_fp32(query) * own, up)  # raw prefix dots with the own positive
-    per_dim = (lse - target * iq * ip[offset : offset + query.shape[0]] / temperature).mean(0)
+    target = prefix_sums(at_least_fp32(query) * positives[own_rows], up)  # raw prefix dots with the own positive
+    per_dim = (lse - target * iq * ip[own_rows] / temperature).mean(0)
     return per_dim[[up.index(d) for d in dims]]
 
 

@@ -87,6 +87,7 @@ class StageConfig(_Strict):
     min_lr: float = 1e-7
     batch_size: int = Field(512, ge=2)  # queries per global batch
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0)  # optimizer steps (recipe: 500); wins over warmup_ratio
     schedule: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.98)
@@ -111,11 +112,15 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the GPU has it
     gradient_checkpointing: bool = False
     pooling: Literal["last", "mean"] = "last"  # recipe: last (EOS) token
+    # The same positive text twice in a global batch is one in-batch column: otherwise a query is
+    # pushed away from its own positive's copy (an in-batch false negative). Not in the published code.
+    mask_duplicate_positives: bool = True
     seed: int = 0
 
 
 class EvalConfig(_Strict):
     k: int = Field(10, ge=1)
+    max_length: int = Field(8192, ge=8)  # recipe: evaluation at 8192 tokens, training at model.max_length (1024)
     batch_size: int = 64
 
 

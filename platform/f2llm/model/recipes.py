@@ -63,10 +63,10 @@ def run_config(size: str, store: str = "s3://f2llm"):
     Both stages use the table's lr and epochs (the recipe gives one value per size; inferred).
     Sizes pruned from 0.6B skip stage 1 (recipe: they start from the stage-1 0.6B model).
     """
-    from f2llm.config import DataConfig, ModelConfig, RunConfig, StageConfig, TrainConfig
+    from f2llm.config import DataConfig, EvalConfig, ModelConfig, RunConfig, StageConfig, TrainConfig
 
     r = RECIPES[size]
-    stage = StageConfig(epochs=r.epochs, lr=r.lr, batch_size=r.global_batch)
+    stage = StageConfig(epochs=r.epochs, lr=r.lr, batch_size=r.global_batch, warmup_steps=500)
     base = f"{store}/models/f2llm-v2-{size}-pruned" if r.pruned_from else f"{store}/models/Qwen3-{size}"
     teacher = f"{store}/runs/{_run_name(r.teacher)}/model" if r.teacher else None
     return RunConfig(
@@ -76,6 +76,7 @@ def run_config(size: str, store: str = "s3://f2llm"):
         train=TrainConfig(
             stage1=None if r.pruned_from else stage, stage2=stage, teacher=teacher, gradient_checkpointing=True,
         ),
+        eval=EvalConfig(max_length=8192),  # recipe: training at 1024 tokens, evaluation at 8192
         output_uri=f"{store}/runs/{_run_name(size)}",
     )
 

@@ -4,8 +4,10 @@ set-up (model, tables, sampler, AdamW + schedule) -> loop (one source per batch,
 sampled per task, Matryoshka InfoNCE, clip, step) -> save (HF checkpoint) -> log (JSON lines).
 
 Recipe: full fine-tuning, AdamW betas (0.9, 0.98), weight decay 0.01, grad clip 1.0, warmup
-then cosine (or constant) schedule floored at min_lr; hard negatives per task type (7 retrieval,
-9 clustering, 1 binary classification) sampled from the stored ones. With a teacher, stage 2
+(recipe: 500 optimizer steps) then cosine (or constant) schedule floored at min_lr; hard negatives
+per task type (7 retrieval, 9 clustering, 1 binary classification) sampled from the stored ones:
+exactly that many for every batch (a row with fewer stops the run at set-up; mining quarantines
+such rows). A positive text twice in a global batch is one in-batch column. With a teacher, stage 2
 adds kd_weight * (MSE on raw query, positive and negative states), the teacher frozen and
 truncated to the student's width.
 
@@ -39,8 +41,9 @@ from f2llm.tasks import TASKS, TaskType
 
 
 def lr_lambda(cfg: StageConfig, total_steps: int):
-    """Multiplier on cfg.lr: linear warmup, then cosine (or constant), floored at min_lr."""
-    warmup = max(1, int(cfg.warmup_ratio * total_steps))
+    """Multiplier on cfg.lr: linear warmup (warmup_steps, else warmup_ratio of the run), then cosine
+    (or constant), floored at min_lr."""
+    warmup = max(1, cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps))
     floor = cfg.min_lr / cfg.lr
 
     def factor(step: int) -> float:
@@ -85,6 +88,7 @@ class BatchObjective:
     total: int
     teacher: Encoder | None = None
     kd_weight: float = 1.0
+    positive_ids: tuple[int, ...] | None = None  # the global batch's positive text ids: duplicates masked
 
     def __call__(self, states: torch.Tensor, ids: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
         b, k = self.b, self.k
@@ -95,7 +99,7 @@ class BatchObjective:
         loss, parts = contrastive_loss(
             states[:b], states[b : 2 * b], states[2 * b :].view(b, k, -1), in_batch=self.in_batch,
             dims=self.dims, weights=self.weights, temperature=self.temperature,
-            all_positives=all_positives, offset=self.offset,
+            all_positives=all_positives, offset=self.offset, positive_ids=self.positive_ids,
         )
         if self.teacher is not None:
             with torch.no_grad():
@@ -134,6 +138,21 @@ def backward(
     return loss.detach(), parts
 
 
+def check_negative_counts(table: pd.DataFrame, path: Path) -> None:
+    """Every row must hold at least its task's count of hard negatives: a batch takes exactly that
+    many per row, and taking the batch's smallest count would let one row cut it for all."""
+    needed = table["task"].map(lambda task: TASKS[TaskType(task)].hard_negatives)
+    have = table["negative_ids"].map(len)
+    short = table.index[have < needed]
+    if len(short):
+        i = short[0]
+        raise ValueError(
+            f"{path}: {len(short)} rows have fewer hard negatives than their task's count; row {i} "
+            f"(source {table.at[i, 'source']}) has {have[i]} hard negatives; {table.at[i, 'task']} needs {needed[i]} "
+            "(the mine-negatives step quarantines such rows)"
+        )
+
+
 def train_stage(
     init_dir: str | Path, data_dir: str | Path, stage: int, cfg: TrainConfig, max_length: int,
     out_dir: str | Path, log_path: str | Path,
@@ -157,7 +176,9 @@ def train_stage(
     teacher = None
     if stage == 2 and cfg.teacher is not None:  # frozen; it reads the same token ids
         teacher = Encoder.load(cfg.teacher, **options).to(device).requires_grad_(False).eval()
-    table = pd.read_parquet(Path(data_dir) / f"stage{stage}.parquet")
+    table_path = Path(data_dir) / f"stage{stage}.parquet"
+    table = pd.read_parquet(table_path)
+    check_negative_counts(table, table_path)
     corpus = pd.read_parquet(Path(data_dir) / "corpus.parquet")["input_ids"].map(list).tolist()
     hidden = encoder.hidden_size
     dims = matryoshka_dims(hidden) if cfg.matryoshka else [hidden]
@@ -196,8 +217,9 @@ def train_stage(
                 if step >= total_steps:
                     break
                 every = table.iloc[list(batch.rows)]
-                spec = TASKS[TaskType(every["task"].iloc[0])]
-                k = min(spec.hard_negatives, *(len(n) for n in every["negative_ids"]))
+                task = TaskType(every["task"].iloc[0])
+                spec = TASKS[task]
+                k = spec.hard_negatives  # every row holds at least this many (checked at set-up)
                 drawn = [rng.sample(list(n), k) for n in every["negative_ids"]]  # whole batch, every rank
                 share = distributed.local_slice(len(every), rank, world)
                 rows, negatives, b = every.iloc[share], drawn[share], share.stop - share.start
@@ -206,6 +228,7 @@ def train_stage(
                 objective = BatchObjective(
                     spec.in_batch, dims, weights, cfg.temperature, b, k, share.start, len(every),
                     teacher, cfg.kd_weight,
+                    tuple(every["positive_id"]) if cfg.mask_duplicate_positives and spec.in_batch else None,
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss, parts = backward(encoder, ids, objective, stage_cfg.grad_accumulation)
@@ -219,7 +242,8 @@ def train_stage(
                 last_loss = loss
                 elapsed = time.perf_counter() - started
                 record = {
-                    "stage": stage, "step": step, "epoch": epoch, "source": batch.source, "samples": len(every),
+                    "stage": stage, "step": step, "epoch": epoch, "source": batch.source, "task": task.value,
+                    "hard_negatives": k, "samples": len(every),
                     "loss": loss, **parts, "grad_norm": float(grad_norm),
                     "lr": scheduler.get_last_lr()[0], "samples_per_s": samples / elapsed, "elapsed_s": elapsed,
                 }
