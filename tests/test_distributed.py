@@ -27,13 +27,14 @@ def _data(seed=0):
     return torch.randn(5, 8, generator=g, dtype=torch.float64), torch.randn(5, 8, generator=g, dtype=torch.float64)
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, out: str) -> None:
     import torch.distributed as dist
 
     from f2llm.train import distributed
     from f2llm.kernels import in_batch_infonce
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    # a file rendezvous: tcp:// starts a store server thread on rank 0 that can abort the process at exit
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
     q_all, p_all = _data()
     share = distributed.local_slice(5, rank, world)  # 3 rows on rank 0, 2 on rank 1
     q = q_all[share].clone().requires_grad_(True)
@@ -42,11 +43,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     loss = in_batch_infonce(q, gathered, 0.05, offset=share.start) * (share.stop - share.start) / 5
     loss.backward()
     torch.save({"q": q.grad, "p": p.grad}, f"{out}/rank{rank}.pt")
+    dist.barrier()  # no rank leaves while another is still in a collective
     dist.destroy_process_group()
 
 
 def test_gather_keeps_gradients_to_remote_positives(tmp_path):
-    mp.spawn(_worker, args=(2, _port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     from f2llm.kernels import in_batch_infonce
 
     q, p = (t.requires_grad_(True) for t in _data())
