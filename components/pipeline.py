@@ -3,6 +3,7 @@ evaluate -> export. The whole run is configured by one validated RunConfig passe
 """
 
 from pathlib import Path
+from typing import TextIO
 
 from kfp import compiler, dsl
 
@@ -11,6 +12,7 @@ from f2llm.components.stages import (
     train_op, validate_language_op,
 )
 from f2llm.components.cluster import STEP_KINDS, apply_cluster
+from f2llm.components.local_run import LocalRunFailed, captured_run, strip_ansi
 from f2llm.config import ClusterConfig, RunConfig
 
 STAGES = (
@@ -77,8 +79,13 @@ def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
     return output
 
 
-def run_local(cfg: RunConfig) -> None:
-    """Run the whole pipeline on this machine: kfp.local, in the current interpreter."""
+def run_local(cfg: RunConfig, out: TextIO | None = None) -> Path:
+    """Run the whole pipeline on this machine: kfp.local, in the current interpreter.
+
+    Prints a line per stage to `out` (stdout) as it finishes; everything kfp.local and the
+    components print goes to the returned log file in the run's folder. A failed task raises
+    LocalRunFailed, which names that log.
+    """
     import warnings
 
     from kfp import local
@@ -86,4 +93,13 @@ def run_local(cfg: RunConfig) -> None:
     # Cluster settings are for the compiled YAML only; display names are ignored here.
     warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=cfg.pipeline_root)
-    build_pipeline(None)(config_json=cfg.model_dump_json())
+    pipeline = build_pipeline(None)
+    failure: RuntimeError | None = None
+    with captured_run(pipeline.pipeline_spec, cfg.pipeline_root, out) as run:
+        try:
+            pipeline(config_json=cfg.model_dump_json())
+        except RuntimeError as error:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
+            failure = error
+    if failure is not None:
+        raise LocalRunFailed(strip_ansi(str(failure)), run.log_path) from failure
+    return run.log_path

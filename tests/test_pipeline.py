@@ -2,6 +2,8 @@
 
 import io
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -45,8 +47,33 @@ def test_local_run_from_s3_learns_and_publishes(tmp_path, s3_endpoint, capsys):
 
     assert main(["run", "--config", str(tmp_path / "run.yaml")]) == 0
     printed = capsys.readouterr().out
-    assert "Held-out retrieval per language" in printed
-    assert "model:  s3://f2llm-runs/demo/model" in printed
+    # one screen: a line per stage as it finished (the ParallelFor as one), then the results
+    lines = printed.splitlines()
+    assert len(lines) <= 60, printed
+    assert [line.split()[0] for line in lines[:len(STAGES)]] == list(STAGES)
+    assert sum(line.split()[0] in STAGES for line in lines if line.strip()) == len(STAGES)
+    stage_line = {line.split()[0]: line for line in lines[:len(STAGES)]}
+    assert "validate-language x26 " in stage_line["validate-language"]
+    assert "26 languages" in stage_line["ingest"] and "quarantined" in stage_line["merge-validation"]
+    assert re.search(r"steps, loss \d", stage_line["train-stage-2"])
+    assert re.search(r"nDCG@10 [\d.]+ vs base [\d.]+", stage_line["evaluate"])
+    assert stage_line["export"].endswith("model -> s3://f2llm-runs/demo/model")
+    assert "Held-out retrieval per language" in lines[len(STAGES)]
+    assert lines[-4] == "model:  s3://f2llm-runs/demo/model"
+    assert lines[-3] == "report: s3://f2llm-runs/demo/report/index.html"
+    assert lines[-2].startswith("done in ")
+    # the rest, kfp.local's and every task's output, went to the log in the run's folder
+    assert lines[-1].startswith("full log: ")
+    log = Path(lines[-1].removeprefix("full log: "))
+    [run_dir] = (tmp_path / "kfp").glob("f2llm-v2-*")
+    assert log == run_dir / "run.log"
+    text = log.read_text()
+    task_roots = sorted(p.parent for p in run_dir.rglob("executor_output.json"))
+    assert len(task_roots) == len(STAGES) - 1 + 26
+    assert len(re.findall(r"Task '[\w-]+' finished with status SUCCESS", text)) == len(task_roots)
+    for root in task_roots:
+        assert f"Task '{root.name}' finished with status SUCCESS" in text
+    assert "[KFP Executor" in text and len(text.splitlines()) > 1000
 
     results = pd.read_csv(io.BytesIO(storage.read_bytes("s3://f2llm-runs/demo/report/results.csv")))
     means = results.groupby(["dim", "model"])["ndcg@10"].mean().unstack()

@@ -119,9 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compile":
         print(compile_pipeline(cfg, args.output))
         return 0
+    from f2llm.components.local_run import LocalRunFailed
+
+    # A line per stage as it finishes, then the results; kfp.local's ~12k lines go to the log.
     started = time.perf_counter()
-    run_local(cfg)
+    try:
+        log = run_local(cfg)
+    except LocalRunFailed as failed:
+        print(f"error: {failed}", file=sys.stderr)
+        print(f"full log: {failed.log}")
+        return 1
     _print_results(cfg, time.perf_counter() - started)
+    print(f"full log: {log}")
     return 0
 
 
