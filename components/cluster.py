@@ -15,6 +15,9 @@ from f2llm.config import ClusterConfig
 STEP_KINDS = {
     "ingest": "data", "validate-language": "data", "merge-validation": "data", "prepare": "data", "export": "data",
     "mine-negatives": "gpu", "base-model": "gpu", "train-stage-1": "gpu", "train-stage-2": "gpu", "evaluate": "gpu",
+    # the family pipeline
+    "family-students": "data", "export-student": "data", "prune": "gpu", "train-student": "gpu",
+    "evaluate-family": "gpu",
 }
 
 

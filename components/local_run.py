@@ -55,6 +55,10 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "train-stage-2": ("{steps} steps", "loss {loss:.4f}"),
     "evaluate": ("nDCG@{k} {trained_ndcg:.3f} vs base {base_ndcg:.3f}",),
     "export": ("model -> {uri}",),
+    # the family pipeline
+    "prune": ("{parameters} parameters", "importance {importance_s:.1f} s"),
+    "train-student": ("{steps} steps", "loss {loss:.4f}"),
+    "export-student": ("-> {uri}",),
 }
 _AT_K = re.compile(r"^(?P<name>.+)@(?P<k>\d+)$")
 

@@ -2,10 +2,13 @@
 evaluate -> export. The whole run is configured by one validated RunConfig passed as JSON.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from kfp import compiler, dsl
+from kfp.dsl import PipelineTask
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from f2llm.components.stages import (
     base_model_op, evaluate_op, export_op, ingest_op, merge_validation_op, mine_op, prepare_op,
@@ -21,51 +24,87 @@ STAGES = (
 )
 
 
-def build_pipeline(cluster: ClusterConfig | None = None):
-    """The pipeline with `cluster`'s settings on every task, or none (a local run: kfp.local
-    would apply their env vars here). The data flow is the same either way."""
+def stage_namer(cluster: ClusterConfig | None):
+    """task, step -> the task named `step`, with `cluster`'s settings for its kind, or none (a local
+    run: kfp.local would apply their env vars here). The data flow is the same either way."""
 
     def on_cluster(task, step: str):
         if cluster is not None:
             apply_cluster(task, STEP_KINDS[step], cluster)
         return task.set_display_name(step)
 
+    return on_cluster
+
+
+@dataclass
+class Front:
+    """The tasks every pipeline starts with, from the raw sources to the stage-2 model."""
+
+    validation: PipelineTask
+    accepted: PipelineChannel  # the mined, accepted rows
+    base: PipelineTask
+    prepare: PipelineTask
+    stage1: PipelineTask
+    stage2: PipelineTask
+
+
+def data_and_teacher(config_json, on_cluster) -> Front:
+    """ingest -> validate (a task per language) -> merge -> mine -> base model -> prepare -> stage 1
+    -> stage 2, inside a pipeline function."""
+    ingest = on_cluster(ingest_op(config_json=config_json), "ingest")
+    with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as language:
+        check = on_cluster(validate_language_op(
+            config_json=config_json, rows=ingest.outputs["rows"], language=language
+        ), "validate-language")
+    validation = on_cluster(merge_validation_op(
+        accepted_parts=dsl.Collected(check.outputs["accepted"]),
+        quarantine_parts=dsl.Collected(check.outputs["quarantine"]),
+        check_parts=dsl.Collected(check.outputs["checks"]),
+        summary_parts=dsl.Collected(check.outputs["language_summary"]),
+    ), "merge-validation")
+    mine = on_cluster(mine_op(config_json=config_json, accepted=validation.outputs["accepted"]), "mine-negatives")
+    accepted = mine.outputs["mined"]
+    base = on_cluster(base_model_op(config_json=config_json, accepted=accepted), "base-model")
+    prepare = on_cluster(prepare_op(
+        config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
+    ), "prepare")
+    stage1 = on_cluster(train_op(
+        config_json=config_json, stage=1, dataset=prepare.outputs["dataset"], init_model=base.outputs["model"]
+    ), "train-stage-1")
+    stage2 = on_cluster(train_op(
+        config_json=config_json, stage=2, dataset=prepare.outputs["dataset"], init_model=stage1.outputs["model"]
+    ), "train-stage-2")
+    return Front(validation, accepted, base, prepare, stage1, stage2)
+
+
+def build_pipeline(cluster: ClusterConfig | None = None):
+    """The single-model pipeline: the front, then evaluation against the base model and export."""
+    on_cluster = stage_namer(cluster)
+
     @dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
     def f2llm_pipeline(config_json: str):
-        ingest = on_cluster(ingest_op(config_json=config_json), "ingest")
-        with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as language:
-            check = on_cluster(validate_language_op(
-                config_json=config_json, rows=ingest.outputs["rows"], language=language
-            ), "validate-language")
-        validation = on_cluster(merge_validation_op(
-            accepted_parts=dsl.Collected(check.outputs["accepted"]),
-            quarantine_parts=dsl.Collected(check.outputs["quarantine"]),
-            check_parts=dsl.Collected(check.outputs["checks"]),
-            summary_parts=dsl.Collected(check.outputs["language_summary"]),
-        ), "merge-validation")
-        mine = on_cluster(mine_op(config_json=config_json, accepted=validation.outputs["accepted"]), "mine-negatives")
-        accepted = mine.outputs["mined"]
-        base = on_cluster(base_model_op(config_json=config_json, accepted=accepted), "base-model")
-        prepare = on_cluster(prepare_op(
-            config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
-        ), "prepare")
-        stage1 = on_cluster(train_op(
-            config_json=config_json, stage=1, dataset=prepare.outputs["dataset"], init_model=base.outputs["model"]
-        ), "train-stage-1")
-        stage2 = on_cluster(train_op(
-            config_json=config_json, stage=2, dataset=prepare.outputs["dataset"], init_model=stage1.outputs["model"]
-        ), "train-stage-2")
+        front = data_and_teacher(config_json, on_cluster)
+        stage1, stage2 = front.stage1, front.stage2
         evaluate = on_cluster(evaluate_op(
-            config_json=config_json, accepted=accepted, base_model=base.outputs["model"],
+            config_json=config_json, accepted=front.accepted, base_model=front.base.outputs["model"],
             trained_model=stage2.outputs["model"], stage1_log=stage1.outputs["log"], stage2_log=stage2.outputs["log"],
         ), "evaluate")
         on_cluster(export_op(
             config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
-            report=evaluate.outputs["report"], validation_report=validation.outputs["report"],
-            validation_summary=validation.outputs["per_language"],
+            report=evaluate.outputs["report"], validation_report=front.validation.outputs["report"],
+            validation_summary=front.validation.outputs["per_language"],
         ), "export")
 
     return f2llm_pipeline
+
+
+def pipeline_for(cfg: RunConfig, cluster: ClusterConfig | None = None):
+    """The family pipeline when the config has students, else the single-model one."""
+    if cfg.family is not None:
+        from f2llm.components.family import build_family_pipeline
+
+        return build_family_pipeline(cluster)
+    return build_pipeline(cluster)
 
 
 def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
@@ -73,7 +112,7 @@ def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(
-        build_pipeline(cfg.cluster), str(output), pipeline_name=cfg.name,
+        pipeline_for(cfg, cfg.cluster), str(output), pipeline_name=cfg.name,
         pipeline_parameters={"config_json": cfg.model_dump_json()},
     )
     return output
@@ -93,7 +132,7 @@ def run_local(cfg: RunConfig, out: TextIO | None = None) -> Path:
     # Cluster settings are for the compiled YAML only; display names are ignored here.
     warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=cfg.pipeline_root)
-    pipeline = build_pipeline(None)
+    pipeline = pipeline_for(cfg)
     failure: RuntimeError | None = None
     with captured_run(pipeline.pipeline_spec, cfg.pipeline_root, out) as run:
         try:

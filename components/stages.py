@@ -213,3 +213,104 @@ def export_op(
         with open(artifact.path, "rb") as fh:
             storage.write_bytes(storage.join(cfg.output_uri, "report", name), fh.read())
     model.metadata["uri"] = storage.join(cfg.output_uri, "model")
+
+
+# --- the family: students pruned from the stage-1 model, distilled from the stage-2 model
+
+
+@component
+def family_students_op(config_json: str) -> List[str]:
+    """-> the students' names, for the per-student fan-out."""
+    from f2llm.config import RunConfig
+
+    return [s.name for s in RunConfig.model_validate_json(config_json).family.students]
+
+
+@component
+def prune_op(
+    config_json: str, student: str, init_model: Input[Model], accepted: Input[Dataset], model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """The stage-1 model pruned to one student's shape, importance from a calibration set of the data."""
+    import pandas as pd
+
+    from f2llm.config import RunConfig
+    from f2llm.model.prune import PruneTarget, calibration_texts, prune_checkpoint
+
+    cfg = RunConfig.model_validate_json(config_json)
+    family, shape = cfg.family, cfg.family.student(student)
+    texts = calibration_texts(pd.read_parquet(accepted.path), family.calibration_rows, cfg.data.seed)
+    report = prune_checkpoint(
+        init_model.path, model.path, PruneTarget(shape.hidden, shape.mlp, shape.layers), texts, family.depth,
+        max_length=family.calibration_max_length, trust_remote_code=cfg.model.trust_remote_code,
+    )
+    pruned = report["pruned"]["model"]
+    model.metadata.update(student=student, parameters=pruned["parameters"])
+    for key in ("parameters", "surgery_s"):
+        metrics.log_metric(key, round(float(pruned[key]), 4))
+    metrics.log_metric("importance_s", round(report["importance_s"], 4))
+    metrics.log_metric("calibration_tokens", report["calibration_tokens"])
+
+
+@component
+def train_student_op(
+    config_json: str, student: str, dataset: Input[Dataset], init_model: Input[Model], teacher_model: Input[Model],
+    model: Output[Model], log: Output[Artifact], metrics: Output[Metrics],
+):
+    """A pruned student through stage 2 with the distillation term from the teacher."""
+    from f2llm.config import RunConfig
+    from f2llm.train.trainer import train_stage
+
+    cfg = RunConfig.model_validate_json(config_json)
+    train = cfg.student_training(student, teacher_model.path)
+    summary = train_stage(init_model.path, dataset.path, 2, train, cfg.model.max_length, model.path, log.path)
+    model.metadata["student"] = student
+    for key in ("steps", "seconds", "loss", "samples_per_s"):
+        metrics.log_metric(key, round(float(summary[key]), 4))
+
+
+@component
+def evaluate_family_op(
+    config_json: str, accepted: Input[Dataset], teacher_model: Input[Model], student_models: Input[List[Model]],
+    results: Output[Dataset], report: Output[HTML], table: Output[Markdown], metrics: Output[Metrics],
+):
+    """Every student beside the teacher: one per-language table and the Matryoshka curve."""
+    import pandas as pd
+
+    from f2llm.config import RunConfig
+    from f2llm.evaluation.evaluate import evaluate_model
+    from f2llm.evaluation.report import family_html, family_table, markdown_table
+    from f2llm.model.encoder import Encoder
+
+    cfg = RunConfig.model_validate_json(config_json)
+    k = cfg.eval.k
+    rows = pd.read_parquet(accepted.path)
+    held_out = rows[rows["split"] == "eval"]
+    members = [("teacher", teacher_model)] + [(m.metadata["student"], m) for m in student_models]
+    frames = []
+    for name, artifact in members:
+        encoder = Encoder.load(artifact.path, max_length=cfg.eval.max_length, pooling=cfg.train.pooling)
+        frames.append(evaluate_model(encoder, held_out, k=k, batch_size=cfg.eval.batch_size).assign(model=name))
+    scores = pd.concat(frames, ignore_index=True)
+    scores.to_csv(results.path, index=False)
+    with open(report.path, "w") as fh:
+        fh.write(family_html(scores, f"{cfg.name}: the family", k))
+    with open(table.path, "w") as fh:
+        fh.write(markdown_table(family_table(scores, k)))
+    full = scores[scores["dim"] == scores.groupby("model")["dim"].transform("max")]
+    for name, part in full.groupby("model"):
+        metrics.log_metric(f"{name}_ndcg@{k}", round(float(part[f"ndcg@{k}"].mean()), 4))
+
+
+@component
+def export_student_op(config_json: str, student: str, trained_model: Input[Model], model: Output[Model]):
+    """One student as a sentence-transformers directory, published under output_uri/students/<name>."""
+    from f2llm import storage
+    from f2llm.config import RunConfig
+    from f2llm.model.export import export_sentence_transformers
+
+    cfg = RunConfig.model_validate_json(config_json)
+    export_sentence_transformers(trained_model.path, model.path, cfg.model.max_length, pooling=cfg.train.pooling)
+    uri = storage.join(cfg.output_uri, "students", student, "model")
+    storage.upload_dir(model.path, uri)
+    model.metadata.update(student=student, uri=uri)

@@ -1,7 +1,6 @@
 import json
 
 import pandas as pd
-import torch
 from transformers import AutoTokenizer
 
 from f2llm.config import DataConfig

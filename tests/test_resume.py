@@ -7,7 +7,6 @@ import sys
 import time
 
 import pandas as pd
-import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 

@@ -144,24 +144,47 @@ def test_accumulation_gives_the_one_pass_gradient(tiny_model_dir, in_batch, teac
 
 
 # --- the eight sizes
-EXPECTED = {  # the recipe's table: lr, epochs, teacher, starts from stage 1 (pruned sizes do not)
-    "80M": (4e-5, 4, "0.6B", False), "160M": (3e-5, 3, "0.6B", False), "330M": (2e-5, 3, "0.6B", False),
-    "0.6B": (1e-5, 2, "1.7B", True), "1.7B": (9e-6, 2, "4B", True), "4B": (7e-6, 2, None, True),
-    "8B": (6e-6, 2, None, True), "14B": (5e-6, 2, None, True),
+EXPECTED = {  # the recipe's table: lr, epochs, teacher, pruned from
+    "80M": (4e-5, 4, "0.6B", "0.6B"), "160M": (3e-5, 3, "0.6B", "0.6B"), "330M": (2e-5, 3, "0.6B", "0.6B"),
+    "0.6B": (1e-5, 2, "1.7B", None), "1.7B": (9e-6, 2, "4B", None), "4B": (7e-6, 2, None, None),
+    "8B": (6e-6, 2, None, None), "14B": (5e-6, 2, None, None),
 }
+
+
+def _config_path(size: str) -> Path:
+    return ROOT / "configs" / "recipes" / (size.lower().replace(".", "-") + ".yaml")
+
+
+@pytest.mark.parametrize("size", [*EXPECTED, "family"])
+def test_ready_made_configs_are_current(size):
+    assert _config_path(size).read_text() == run_config_yaml(size), f"{_config_path(size)} is stale: run `make recipes`"
 
 
 @pytest.mark.parametrize("size", list(EXPECTED))
 def test_ready_made_config_per_size(size):
-    path = ROOT / "configs" / "recipes" / (size.lower().replace(".", "-") + ".yaml")
-    assert path.read_text() == run_config_yaml(size), f"{path} is stale: run `make recipes`"
-    cfg = load_config(path)
-    lr, epochs, teacher, stage1 = EXPECTED[size]
+    cfg = load_config(_config_path(size))
+    lr, epochs, teacher, pruned_from = EXPECTED[size]
+    r = RECIPES[size]
+    if pruned_from:  # a family run: the 0.6B's stages, then this size pruned from its stage 1, taught by it
+        assert cfg.model.base.endswith(f"Qwen3-{pruned_from}") and cfg.train.stage1 is not None
+        [student] = cfg.family.students
+        assert (student.hidden, student.mlp, student.layers) == (r.hidden, r.mlp, r.layers)
+        assert (student.stage2.lr, student.stage2.epochs, student.stage2.batch_size) == (lr, epochs, 512)
+        assert student.kd_weight == 1.0 and teacher == pruned_from
+        assert student.stage2.warmup_steps == 500
+        return
+    assert cfg.family is None and cfg.model.base.endswith(f"Qwen3-{size}")
     assert (cfg.train.stage2.lr, cfg.train.stage2.epochs, cfg.train.stage2.batch_size) == (lr, epochs, 512)
-    assert (cfg.train.stage1 is not None) == stage1
+    assert cfg.train.stage1 is not None
     if teacher is None:
         assert cfg.train.teacher is None
     else:
         assert cfg.train.teacher.endswith(f"f2llm-v2-{teacher.lower().replace('.', '-')}/model")
     assert cfg.model.max_length == 1024 and cfg.train.temperature == 0.05
     assert set(EXPECTED) == set(RECIPES)
+
+
+def test_the_family_config_has_the_three_pruned_sizes():
+    cfg = load_config(_config_path("family"))
+    assert [(s.hidden, s.mlp, s.layers) for s in cfg.family.students] == [(320, 2048, 8), (640, 1536, 9), (896, 2560, 16)]
+    assert cfg.model.base.endswith("Qwen3-0.6B") and cfg.train.stage2.lr == 1e-5

@@ -1,4 +1,5 @@
-"""`f2llm run` (the whole pipeline locally through kfp.local), `f2llm compile` (KFP YAML),
+"""`f2llm run` (the whole pipeline locally through kfp.local; the family pipeline when the config
+has `family:`), `f2llm compile` (KFP YAML), `f2llm prune` (a smaller Qwen3 from a checkpoint),
 `f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes) and `f2llm serve`
 (the KServe predictor with v1, v2 and OpenAI-compatible embeddings) and `f2llm submit` (the
 pipeline to a Kubeflow Pipelines endpoint, as a new pipeline or version, and a run)."""
@@ -23,6 +24,10 @@ def _print_results(cfg, seconds: float) -> None:
     k = cfg.eval.k
     results = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(cfg.output_uri, "report", "results.csv"))))
     console = Console()
+    if cfg.family is not None:
+        _print_family(cfg, results, console)
+        console.print(f"done in {seconds:.0f} s")
+        return
     langs = language_table(results, k)
     table = Table(title=f"Held-out retrieval per language, dim {results['dim'].max()}: base -> trained")
     for col in ("lang", "script", "queries", f"nDCG@{k}", f"recall@{k}", "Δ nDCG"):
@@ -53,6 +58,61 @@ def _print_results(cfg, seconds: float) -> None:
     console.print(f"done in {seconds:.0f} s")
 
 
+def _prune(args, parser) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from f2llm import storage
+    from f2llm.model.prune import PruneTarget, calibration_texts, prune_checkpoint
+    from f2llm.model.recipes import RECIPES
+
+    if args.size is not None and args.size not in RECIPES:
+        parser.error(f"unknown size {args.size!r}; one of {', '.join(RECIPES)}")
+    try:
+        target = PruneTarget.of(args.size) if args.size else PruneTarget(*map(int, args.shape.split(",")))
+    except (TypeError, ValueError):
+        parser.error(f"--shape takes HIDDEN,MLP,LAYERS (three whole numbers), not {args.shape!r}")
+    if args.data.endswith(".parquet"):
+        rows = pd.read_parquet(io.BytesIO(storage.read_bytes(args.data)))
+    else:
+        from f2llm.data.ingest import ingest
+
+        rows = ingest(args.data)
+    texts = calibration_texts(rows, args.rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = args.out if "://" not in args.out else str(Path(tmp) / "pruned")
+        report = prune_checkpoint(args.model, local, target, texts, args.depth, max_length=args.max_length)
+        if local != args.out:
+            storage.upload_dir(local, args.out)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _print_family(cfg, results: pd.DataFrame, console) -> None:
+    from rich.table import Table
+
+    from f2llm import storage
+    from f2llm.evaluation.report import dim_table, family_table
+
+    k = cfg.eval.k
+    frame = family_table(results, k)
+    table = Table(title=f"Held-out nDCG@{k} per language: the teacher and its pruned students (full dims)")
+    for col in frame.columns:
+        table.add_column(col, justify="left" if col == "language" else "right")
+    for row in frame.itertuples(index=False):
+        style = "bold" if row[0] == "mean" else None
+        table.add_row(row[0], *(f"{v:.3f}" for v in row[1:]), style=style)
+    console.print(table)
+    for model, part in dim_table(results, k).groupby("model"):
+        console.print(f"Matryoshka {model}: " + ", ".join(f"{int(d)}: {v:.3f}" for d, v in
+                                                          part.sort_values("dim", ascending=False)[["dim", f"ndcg@{k}"]].values))
+    console.print(f"teacher: {storage.join(cfg.output_uri, 'model')}")
+    for student in cfg.family.students:
+        console.print(f"{student.name}: {storage.join(cfg.output_uri, 'students', student.name, 'model')}")
+    console.print(f"report: {storage.join(cfg.output_uri, 'report', 'index.html')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="f2llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,8 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--config", required=True)
     comp.add_argument("--output", required=True)
     recipe = sub.add_parser("recipe", help="print the run config of one F2LLM-v2 size as YAML")
-    recipe.add_argument("size", help="80M, 160M, 330M, 0.6B, 1.7B, 4B, 8B or 14B")
+    recipe.add_argument("size", help="80M, 160M, 330M, 0.6B, 1.7B, 4B, 8B, 14B, or family (0.6B + the three pruned)")
     recipe.add_argument("--store", default="s3://f2llm", help="bucket/prefix holding data, models and runs")
+    prn = sub.add_parser("prune", help="prune a Qwen3 checkpoint to a smaller Qwen3 (activation importance)")
+    prn.add_argument("--model", required=True, help="checkpoint directory or store URI")
+    prn.add_argument("--out", required=True, help="output directory or store URI")
+    shape = prn.add_mutually_exclusive_group(required=True)
+    shape.add_argument("--size", help="a recipe size: 80M, 160M or 330M (any size's shape works)")
+    shape.add_argument("--shape", metavar="HIDDEN,MLP,LAYERS", help="e.g. 320,2048,8")
+    prn.add_argument("--data", required=True, help="calibration rows: a data directory (sources.yaml) or a parquet of accepted rows")
+    prn.add_argument("--rows", type=int, default=1024, help="calibration rows, mixed over sources and languages")
+    prn.add_argument("--depth", choices=("first", "block"), default="first", help="keep the first layers (recipe) or by block importance")
+    prn.add_argument("--max-length", type=int, default=512)
     srv = sub.add_parser("serve", help="serve an exported model (KServe v1, v2, OpenAI /openai/v1/embeddings)")
     srv.add_argument("--model", required=True, help="exported model directory or store URI")
     srv.add_argument("--name", default="f2llm")
@@ -97,11 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         extra = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
         serve(ServeConfig.model_validate({**extra, "model": args.model, "name": args.name, "http_port": args.port}))
         return 0
+    if args.command == "prune":
+        return _prune(args, parser)
     if args.command == "recipe":
-        from f2llm.model.recipes import RECIPES, run_config_yaml
+        from f2llm.model.recipes import FAMILY, RECIPES, run_config_yaml
 
-        if args.size not in RECIPES:
-            parser.error(f"unknown size {args.size!r}; one of {', '.join(RECIPES)}")
+        if args.size not in RECIPES and args.size != FAMILY:
+            parser.error(f"unknown size {args.size!r}; one of {', '.join(RECIPES)} or {FAMILY}")
         print(run_config_yaml(args.size, args.store), end="")
         return 0
 

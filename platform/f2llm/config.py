@@ -170,6 +170,49 @@ class ClusterConfig(_Strict):
     retries: int = Field(1, ge=0)
 
 
+def _dns(v: str) -> str:
+    if not v.replace("-", "").isalnum() or not v.islower():
+        raise ValueError("must be lower-case letters, digits and '-' (a Kubernetes name)")
+    return v
+
+
+class StudentConfig(_Strict):
+    """One pruned, distilled member of a family (`f2llm.model.recipes` fills these for 80M/160M/330M)."""
+
+    name: str
+    hidden: int = Field(ge=1)
+    mlp: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    stage2: StageConfig | None = None  # None: train.stage2
+    kd_weight: float = Field(1.0, ge=0)  # 0: the no-distillation arm of an ablation
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, v: str) -> str:
+        return _dns(v)
+
+
+class FamilyConfig(_Strict):
+    """Students pruned from the run's stage-1 model and trained through stage 2 with the distillation
+    term from its stage-2 model (recipe: 80M/160M/330M from the stage-1 0.6B, taught by the 0.6B)."""
+
+    students: list[StudentConfig] = Field(min_length=1)
+    calibration_rows: int = Field(1024, ge=1)  # training rows, mixed over sources, with instructions
+    calibration_max_length: int = Field(512, ge=8)
+    depth: Literal["first", "block"] = "first"  # recipe: keep the first n layers
+
+    @field_validator("students")
+    @classmethod
+    def _unique(cls, v: list[StudentConfig]) -> list[StudentConfig]:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"student names must be unique: {names}")
+        return v
+
+    def student(self, name: str) -> StudentConfig:
+        return next(s for s in self.students if s.name == name)
+
+
 class RunConfig(_Strict):
     name: str = "f2llm"
     data: DataConfig
@@ -181,13 +224,21 @@ class RunConfig(_Strict):
     output_uri: str  # where the exported model and the report are published
     pipeline_root: str = "runs/local_outputs"  # kfp.local task outputs
     cluster: ClusterConfig = ClusterConfig()  # compiled into the pipeline YAML, ignored locally
+    family: FamilyConfig | None = None  # pruned, distilled students: the family pipeline
+
+    def student_training(self, name: str, teacher: str) -> TrainConfig:
+        """A student's TrainConfig: stage 2 only (its own settings, else the run's), distilled from
+        `teacher` (the run's stage-2 model) with the student's kd_weight."""
+        student = self.family.student(name)
+        return self.train.model_copy(update={
+            "stage1": None, "stage2": student.stage2 or self.train.stage2, "teacher": teacher,
+            "kd_weight": student.kd_weight, "checkpoint_uri": None,
+        })
 
     @field_validator("name")
     @classmethod
     def _dns_name(cls, v: str) -> str:
-        if not v.replace("-", "").isalnum() or not v.islower():
-            raise ValueError("name must be lower-case letters, digits and '-' (a Kubernetes name)")
-        return v
+        return _dns(v)
 
 
 def _resolve(value: str, base: Path) -> str:

@@ -100,3 +100,47 @@ def markdown_table(frame: pd.DataFrame) -> str:
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+def family_table(results: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """Per language, each model's nDCG@k at its own full dim (models of a family differ in width),
+    teacher first, then the mean over languages."""
+    full = results[results["dim"] == results.groupby("model")["dim"].transform("max")]
+    wide = full.pivot_table(index="language", columns="model", values=f"ndcg@{k}")
+    order = sorted(wide.columns, key=lambda m: (m != "teacher", -int(full.loc[full["model"] == m, "dim"].max())))
+    wide = wide[order]
+    wide.columns = [f"{m} ({int(full.loc[full['model'] == m, 'dim'].max())})" for m in order]
+    wide.loc["mean"] = wide.mean()
+    return wide.rename_axis("language").reset_index()
+
+
+def matryoshka_curve_png(results: pd.DataFrame, k: int = 10) -> bytes:
+    """Mean nDCG@k over languages against the embedding dim, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    for model, part in dim_table(results, k).groupby("model"):
+        ax.plot(part["dim"], part[f"ndcg@{k}"], marker="o", label=model)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("embedding dim (Matryoshka prefix)")
+    ax.set_ylabel(f"mean nDCG@{k}")
+    ax.set_title("Matryoshka curve")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def family_html(results: pd.DataFrame, title: str, k: int = 10) -> str:
+    img = base64.b64encode(matryoshka_curve_png(results, k)).decode()
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>{_STYLE}</head><body>
+<h1>{html.escape(title)}</h1>
+<h2>Held-out nDCG@{k} per language (each model at its full dim)</h2>{_table(family_table(results, k))}
+<h2>Matryoshka curve</h2><img alt="Matryoshka curve" src="data:image/png;base64,{img}">
+<h2>Per model and dim (mean over languages)</h2>{_table(dim_table(results, k))}
+</body></html>"""

@@ -27,7 +27,7 @@ class SizeRecipe:
     epochs: int
     global_batch: int
     teacher: str | None
-    pruned_from: str | None = None  # smaller sizes skip stage 1: pruned from the stage-1 0.6B
+    pruned_from: str | None = None  # made by pruning this size's stage-1 model (the family pipeline)
 
 
 RECIPES: dict[str, SizeRecipe] = {r.name: r for r in [
@@ -54,27 +54,50 @@ def _run_name(size: str) -> str:
     return "f2llm-v2-" + size.lower().replace(".", "-")
 
 
-def run_config(size: str, store: str = "s3://f2llm"):
-    """A ready-made RunConfig for one size: the table's lr, epochs, global batch and teacher.
+FAMILY = "family"  # the 0.6B run with the three pruned sizes as its students
 
-    Layout in the store: data under `{store}/data/f2llm-v2`, Qwen3 base weights under
-    `{store}/models/Qwen3-{size}`, pruned starting points under `{store}/models/f2llm-v2-{size}-pruned`,
-    and each run's model at `{store}/runs/{run name}/model` (a teacher is that of its size's run).
-    Both stages use the table's lr and epochs (the recipe gives one value per size; inferred).
-    Sizes pruned from 0.6B skip stage 1 (recipe: they start from the stage-1 0.6B model).
-    """
-    from f2llm.config import DataConfig, EvalConfig, ModelConfig, RunConfig, StageConfig, TrainConfig
+
+def _stage(r: SizeRecipe):
+    from f2llm.config import StageConfig
+
+    # Both stages use the table's lr and epochs (the recipe gives one value per size; inferred).
+    return StageConfig(epochs=r.epochs, lr=r.lr, batch_size=r.global_batch, warmup_steps=500)
+
+
+def student(size: str):
+    """A pruned size as a family student: its shape, lr and epochs; taught by the run's model."""
+    from f2llm.config import StudentConfig
 
     r = RECIPES[size]
-    stage = StageConfig(epochs=r.epochs, lr=r.lr, batch_size=r.global_batch, warmup_steps=500)
-    base = f"{store}/models/f2llm-v2-{size}-pruned" if r.pruned_from else f"{store}/models/Qwen3-{size}"
-    teacher = f"{store}/runs/{_run_name(r.teacher)}/model" if r.teacher else None
+    return StudentConfig(name=_run_name(size), hidden=r.hidden, mlp=r.mlp, layers=r.layers, stage2=_stage(r))
+
+
+def run_config(size: str, store: str = "s3://f2llm"):
+    """A ready-made RunConfig for one size (or `family`): the table's lr, epochs, global batch, teacher.
+
+    Layout in the store: data under `{store}/data/f2llm-v2`, Qwen3 base weights under
+    `{store}/models/Qwen3-{size}`, each run's model at `{store}/runs/{run name}/model` (a teacher is
+    that of its size's run). A size pruned from 0.6B is a family run of the 0.6B (recipe: pruned
+    from the stage-1 0.6B model, distilled from the 0.6B): the 0.6B's two stages, then the student
+    pruned and trained through stage 2; `family` does all three students in one run.
+    """
+    from f2llm.config import DataConfig, EvalConfig, FamilyConfig, ModelConfig, RunConfig, TrainConfig
+
+    if size == FAMILY or RECIPES[size].pruned_from:
+        sizes = [s for s, r in RECIPES.items() if r.pruned_from] if size == FAMILY else [size]
+        teacher = run_config(RECIPES[sizes[0]].pruned_from, store)
+        name = _run_name(size) if size != FAMILY else "f2llm-v2-family"
+        return teacher.model_copy(update={
+            "name": name, "output_uri": f"{store}/runs/{name}", "family": FamilyConfig(students=[student(s) for s in sizes]),
+        })
+    r = RECIPES[size]
     return RunConfig(
         name=_run_name(size),
         data=DataConfig(uri=f"{store}/data/f2llm-v2"),
-        model=ModelConfig(base=base, max_length=1024),
+        model=ModelConfig(base=f"{store}/models/Qwen3-{size}", max_length=1024),
         train=TrainConfig(
-            stage1=None if r.pruned_from else stage, stage2=stage, teacher=teacher, gradient_checkpointing=True,
+            stage1=_stage(r), stage2=_stage(r), gradient_checkpointing=True,
+            teacher=f"{store}/runs/{_run_name(r.teacher)}/model" if r.teacher else None,
         ),
         eval=EvalConfig(max_length=8192),  # recipe: training at 1024 tokens, evaluation at 8192
         output_uri=f"{store}/runs/{_run_name(size)}",
