@@ -64,10 +64,10 @@ def test_the_tiny_family_runs_and_every_student_serves(tmp_path):
     from f2llm.config import ServeConfig
     from f2llm.serve.predictor import EmbedCall, EmbeddingPredictor
 
+    pruned = [json.loads(p.read_text())["target"] for p in (tmp_path / "kfp").glob("*/for-loop-*/prune-op*/model/pruning.json")]
+    assert sorted((t["hidden"], t["mlp"], t["layers"]) for t in pruned) == [(16, 32, 1), (32, 64, 2)]
     for name, width in (("half", 32), ("quarter", 16)):
         exported = tmp_path / "out" / "students" / name / "model"
-        pruning = json.loads((tmp_path / "kfp").glob("*/for-loop-*/prune-op*/model/pruning.json").__next__().read_text())
-        assert pruning["target"]["hidden"] in (32, 16)
         predictor = EmbeddingPredictor(ServeConfig(model=str(exported), name=name))
         predictor.load()
         result = asyncio.run(predictor.embed(EmbedCall(["Mji mkuu wa Kenya ni upi?", "ኬንያ"])))

@@ -8,7 +8,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, Qwen3Config, Qwen3Model
 
 from f2llm.model.encoder import Encoder
-from f2llm.model.prune import PruneTarget, calibration_texts, measure_importance, plan_pruning, prune_checkpoint
+from f2llm.model.prune import (
+    PruneTarget, calibration_texts, measure_importance, plan_pruning, prefix_aligned, prune_checkpoint,
+)
 from f2llm.model.recipes import RECIPES
 
 TEXTS = ["Habari ya asubuhi", "ሰላም ለዓለም", "Hello there, how are you today?", "東京は日本の首都です。",
@@ -70,19 +72,31 @@ def test_pruning_all_zero_channels_gives_the_same_embeddings(tmp_path, tiny_mode
     assert (_embed(tmp_path / "pruned") - before[:, keep]).abs().max() <= 1e-6
 
 
-def test_block_importance_is_the_change_a_layer_makes(tiny_model_dir):
+def test_block_importance_drops_the_layer_that_changes_nothing(tmp_path, tiny_model_dir):
     model = AutoModel.from_pretrained(tiny_model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    with torch.no_grad():  # layer 1 becomes the identity: its attention and MLP write nothing
-        model.layers[1].self_attn.o_proj.weight.zero_()
-        model.layers[1].mlp.down_proj.weight.zero_()
-    importance = measure_importance(model, tokenizer, TEXTS, progress=False)
-    assert importance.block[1] < 1e-9 < importance.block[0]
-    plan = plan_pruning(importance, PruneTarget(64, 128, 1), depth="block")
-    assert plan.layers == [0]
-    assert plan_pruning(importance, PruneTarget(64, 128, 1), depth="first").layers == [0]
+    with torch.no_grad():  # layer 0 becomes the identity: its attention and MLP write nothing
+        model.layers[0].self_attn.o_proj.weight.zero_()
+        model.layers[0].mlp.down_proj.weight.zero_()
+    model.save_pretrained(tmp_path / "identity0")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "identity0")
+    importance = measure_importance(model, AutoTokenizer.from_pretrained(tiny_model_dir), TEXTS, progress=False)
+    assert importance.block[0] < 1e-9 < importance.block[1]
+    one_layer = PruneTarget(64, 128, 1)
+    assert plan_pruning(importance, one_layer, depth="first").layers == [0]
+    assert plan_pruning(importance, one_layer, depth="block").layers == [1]
     with pytest.raises(ValueError, match="cannot prune"):
         plan_pruning(importance, PruneTarget(65, 128, 1))
+    # dropping the identity layer (layer 1 renumbered to 0, its layer type kept) changes nothing
+    prune_checkpoint(tmp_path / "identity0", tmp_path / "block", one_layer, TEXTS, depth="block", max_length=64)
+    config = AutoConfig.from_pretrained(tmp_path / "block")
+    assert config.num_hidden_layers == 1 and len(config.layer_types) == 1
+    assert (_embed(tmp_path / "block") - _embed(tmp_path / "identity0")).abs().max() <= 1e-6
+
+
+def test_kept_channels_keep_the_teachers_prefix_positions():
+    assert prefix_aligned([1, 2, 5, 7]) == [5, 1, 2, 7]  # 1 and 2 stay in place, 5 and 7 fill 0 and 3
+    assert prefix_aligned([0, 1, 2]) == [0, 1, 2]
+    assert prefix_aligned([4, 5, 6]) == [4, 5, 6]
 
 
 @pytest.fixture(scope="module")

@@ -230,9 +230,11 @@ class RunConfig(_Strict):
         """A student's TrainConfig: stage 2 only (its own settings, else the run's), distilled from
         `teacher` (the run's stage-2 model) with the student's kd_weight."""
         student = self.family.student(name)
+        checkpoints = self.train.checkpoint_uri
         return self.train.model_copy(update={
             "stage1": None, "stage2": student.stage2 or self.train.stage2, "teacher": teacher,
-            "kd_weight": student.kd_weight, "checkpoint_uri": None,
+            "kd_weight": student.kd_weight,
+            "checkpoint_uri": f"{checkpoints.rstrip('/')}/students/{name}" if checkpoints else None,
         })
 
     @field_validator("name")

@@ -85,7 +85,7 @@ class Importance:
 @dataclass(frozen=True)
 class PrunePlan:
     layers: list[int]  # kept layers, ascending
-    hidden: list[int]  # kept hidden channels, ascending
+    hidden: list[int]  # kept hidden channels, in the student's order (`prefix_aligned`)
     mlp: list[list[int]]  # kept MLP channels of each kept layer, ascending
 
 
@@ -94,18 +94,18 @@ def calibration_texts(rows: pd.DataFrame, n_rows: int = 1024, seed: int = 0) -> 
     within each; each row gives its query with its instruction (as in stage 2) and its passage."""
     rng = random.Random(seed)
     train = rows[rows["split"] == "train"] if "split" in rows else rows
-    queues = []
-    for _, part in sorted(train.groupby("source"), key=lambda kv: kv[0]):
-        order = list(range(len(part)))
-        rng.shuffle(order)
-        queues.append([part.iloc[i] for i in order])
+    queues = []  # per source, up to n_rows random row positions: O(sources x n_rows), not O(rows)
+    for _, positions in sorted(train.groupby("source").indices.items()):
+        queues.append([int(positions[i]) for i in rng.sample(range(len(positions)), min(len(positions), n_rows))])
     rng.shuffle(queues)
-    picked = []
+    picked: list[int] = []
     while len(picked) < n_rows and any(queues):
         for queue in queues:
             if queue and len(picked) < n_rows:
                 picked.append(queue.pop())
-    return [text for r in picked for text in (query_prompt(r["instruction"]) + r["query"], r["passage"])]
+    chosen = train.iloc[picked]
+    return [text for q, i, p in zip(chosen["query"], chosen["instruction"], chosen["passage"])
+            for text in (query_prompt(i) + q, p)]
 
 
 def _decoder_layers(model) -> torch.nn.ModuleList:
@@ -177,6 +177,18 @@ def measure_importance(
     return Importance(hidden_sq, mlp_sq, block, tokens)
 
 
+def prefix_aligned(kept: list[int]) -> list[int]:
+    """Order kept hidden channels so that every kept channel c < H' sits at position c, the kept
+    channels >= H' filling the gaps. Permuting the hidden axis is an exact symmetry of the model,
+    and this order makes the student's channel i the teacher's channel i wherever it can: the
+    distillation target (the teacher's prefix of the student's width) and the Matryoshka prefixes
+    start aligned instead of mixing channels from across the teacher's width."""
+    width = len(kept)
+    low = {c for c in kept if c < width}
+    high = iter(c for c in kept if c >= width)
+    return [c if c in low else next(high) for c in range(width)]
+
+
 def _top(scores: torch.Tensor, k: int) -> list[int]:
     """Indices of the k largest scores, ascending (stable: ties keep the lower index)."""
     order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
@@ -192,7 +204,7 @@ def plan_pruning(importance: Importance, target: PruneTarget, depth: Depth = "fi
     layers = list(range(target.layers)) if depth == "first" else _top(importance.block, target.layers)
     return PrunePlan(
         layers=layers,
-        hidden=_top(importance.hidden(layers), target.hidden),
+        hidden=prefix_aligned(_top(importance.hidden(layers), target.hidden)),
         mlp=[_top(importance.mlp_sq[i].sqrt(), target.mlp) for i in layers],
     )
 
@@ -245,8 +257,8 @@ def pruned_config(config, plan: PrunePlan):
     new.num_hidden_layers = len(plan.layers)
     if getattr(config, "layer_types", None) is not None:
         new.layer_types = [config.layer_types[i] for i in plan.layers]
-    if getattr(config, "max_window_layers", None) is not None:
-        new.max_window_layers = min(config.max_window_layers, len(plan.layers))
+    if getattr(config, "max_window_layers", None) is not None:  # counts kept layers below the old bound
+        new.max_window_layers = sum(i < config.max_window_layers for i in plan.layers)
     return new
 
 
@@ -262,7 +274,9 @@ def prune_checkpoint(
     name -> target, written to out_dir/name) from one importance pass. Returns a report."""
     path = storage.local_dir(str(src))
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+    # fp32: the residual scale a and 1/a are exact only there (a bf16 source is upcast once)
+    model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=torch.float32)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
     importance = measure_importance(model, tokenizer, texts, batch_size, max_length)
     report = {
@@ -270,7 +284,7 @@ def prune_checkpoint(
         "importance_s": time.perf_counter() - started, "source_parameters": sum(p.numel() for p in model.parameters()),
         "block_importance": [round(float(b) / max(1, importance.tokens), 6) for b in importance.block], "pruned": {},
     }
-    state = model.state_dict()
+    state = {name: t.cpu() for name, t in model.state_dict().items()}
     many = isinstance(targets, dict)
     for name, target in (targets if many else {"model": targets}).items():
         started = time.perf_counter()
