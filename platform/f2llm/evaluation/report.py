@@ -42,13 +42,29 @@ def dim_table(results: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     return results.groupby(["model", "dim"])[[f"ndcg@{k}", f"recall@{k}"]].mean().reset_index()
 
 
-def loss_curve_png(train_logs: list[Path]) -> bytes:
+def _axes():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    return plt.subplots(figsize=(7, 3.5), dpi=110)
+
+
+def _png(fig, ax, title: str) -> bytes:
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def loss_curve_png(train_logs: list[Path]) -> bytes:
+    fig, ax = _axes()
     offset = 0
     for path in train_logs:
         records = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
@@ -60,13 +76,7 @@ def loss_curve_png(train_logs: list[Path]) -> bytes:
         offset = steps[-1]
     ax.set_xlabel("step")
     ax.set_ylabel("loss (10-step mean)")
-    ax.set_title("Training loss")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig, ax, "Training loss")
 
 
 def render_html(results: pd.DataFrame, loss_png: bytes, title: str, k: int = 10) -> str:
@@ -116,24 +126,13 @@ def family_table(results: pd.DataFrame, k: int = 10) -> pd.DataFrame:
 
 def matryoshka_curve_png(results: pd.DataFrame, k: int = 10) -> bytes:
     """Mean nDCG@k over languages against the embedding dim, one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    fig, ax = _axes()
     for model, part in dim_table(results, k).groupby("model"):
         ax.plot(part["dim"], part[f"ndcg@{k}"], marker="o", label=model)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("embedding dim (Matryoshka prefix)")
     ax.set_ylabel(f"mean nDCG@{k}")
-    ax.set_title("Matryoshka curve")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig, ax, "Matryoshka curve")
 
 
 def family_html(results: pd.DataFrame, title: str, k: int = 10) -> str:
