@@ -7,10 +7,9 @@ ignores these; the compiler writes them into the YAML (resources in the task's c
 Kubernetes settings in the `platforms: kubernetes` document).
 """
 
+from f2llm.config import ClusterConfig
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
-
-from f2llm.config import ClusterConfig
 
 STEP_KINDS = {
     "ingest": "data", "validate-language": "data", "merge-validation": "data", "prepare": "data", "export": "data",

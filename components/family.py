@@ -10,13 +10,17 @@ teacher in one per-language table, and each exported.
                                    evaluate-family (teacher + every student) -> export (teacher)
 """
 
-from kfp import dsl
-
 from f2llm.components.pipeline import data_and_teacher, stage_namer
 from f2llm.components.stages import (
-    evaluate_family_op, export_op, export_student_op, family_students_op, prune_op, train_student_op,
+    evaluate_family_op,
+    export_op,
+    export_student_op,
+    family_students_op,
+    prune_op,
+    train_student_op,
 )
 from f2llm.config import ClusterConfig
+from kfp import dsl
 
 STAGES = (
     "ingest", "validate-language", "merge-validation", "mine-negatives", "base-model", "prepare", "train-stage-1",

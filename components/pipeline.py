@@ -6,17 +6,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from f2llm.components.cluster import STEP_KINDS, apply_cluster
+from f2llm.components.local_run import LocalRunFailed, captured_run, strip_ansi
+from f2llm.components.stages import (
+    base_model_op,
+    evaluate_op,
+    export_op,
+    ingest_op,
+    merge_validation_op,
+    mine_op,
+    prepare_op,
+    train_op,
+    validate_language_op,
+)
+from f2llm.config import ClusterConfig, RunConfig
 from kfp import compiler, dsl
 from kfp.dsl import PipelineTask
 from kfp.dsl.pipeline_channel import PipelineChannel
-
-from f2llm.components.stages import (
-    base_model_op, evaluate_op, export_op, ingest_op, merge_validation_op, mine_op, prepare_op,
-    train_op, validate_language_op,
-)
-from f2llm.components.cluster import STEP_KINDS, apply_cluster
-from f2llm.components.local_run import LocalRunFailed, captured_run, strip_ansi
-from f2llm.config import ClusterConfig, RunConfig
 
 STAGES = (
     "ingest", "validate-language", "merge-validation", "mine-negatives", "base-model", "prepare", "train-stage-1",

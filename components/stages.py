@@ -37,7 +37,6 @@ def validate_language_op(
 ):
     """One language slice (all its task types) through the GX suites: a pod a language."""
     import pandas as pd
-
     from f2llm.config import RunConfig
     from f2llm.data.validate import validate
 
@@ -57,7 +56,6 @@ def merge_validation_op(
     per_language: Output[Dataset], summary: Output[Markdown], report: Output[HTML], metrics: Output[Metrics],
 ):
     import pandas as pd
-
     from f2llm.evaluation.report import markdown_table, validation_html
 
     def concat(parts):
@@ -89,7 +87,6 @@ def mine_op(
     import dataclasses
 
     import pandas as pd
-
     from f2llm.config import RunConfig
     from f2llm.data.mining import mine_hard_negatives, quarantine_short_rows
 
@@ -107,9 +104,8 @@ def mine_op(
 @component
 def base_model_op(config_json: str, accepted: Input[Dataset], model: Output[Model]):
     import pandas as pd
-
-    from f2llm.model.base_model import build_tiny_model, fetch_base_model
     from f2llm.config import RunConfig
+    from f2llm.model.base_model import build_tiny_model, fetch_base_model
 
     cfg = RunConfig.model_validate_json(config_json)
     if cfg.model.base == "tiny":
@@ -126,10 +122,9 @@ def prepare_op(
     metrics: Output[Metrics],
 ):
     import pandas as pd
-    from transformers import AutoTokenizer
-
     from f2llm.config import RunConfig
     from f2llm.data.prepare import prepare
+    from transformers import AutoTokenizer
 
     cfg = RunConfig.model_validate_json(config_json)
     tokenizer = AutoTokenizer.from_pretrained(base_model.path, trust_remote_code=cfg.model.trust_remote_code)
@@ -167,11 +162,15 @@ def evaluate_op(
     report: Output[HTML], table: Output[Markdown], metrics: Output[Metrics],
 ):
     import pandas as pd
-
     from f2llm.config import RunConfig
-    from f2llm.model.encoder import Encoder
     from f2llm.evaluation.evaluate import evaluate_model
-    from f2llm.evaluation.report import language_table, loss_curve_png, markdown_table, render_html
+    from f2llm.evaluation.report import (
+        language_table,
+        loss_curve_png,
+        markdown_table,
+        render_html,
+    )
+    from f2llm.model.encoder import Encoder
 
     cfg = RunConfig.model_validate_json(config_json)
     k = cfg.eval.k
@@ -233,7 +232,6 @@ def prune_op(
 ):
     """The stage-1 model pruned to one student's shape, importance from a calibration set of the data."""
     import pandas as pd
-
     from f2llm.config import RunConfig
     from f2llm.model.prune import PruneTarget, calibration_texts, prune_checkpoint
 
@@ -276,7 +274,6 @@ def evaluate_family_op(
 ):
     """Every student beside the teacher: one per-language table and the Matryoshka curve."""
     import pandas as pd
-
     from f2llm.config import RunConfig
     from f2llm.evaluation.evaluate import evaluate_model
     from f2llm.evaluation.report import family_html, family_table, markdown_table

@@ -12,7 +12,12 @@ server never branch on the device themselves.
 """
 
 from f2llm.kernels.distill import distillation_mse
-from f2llm.kernels.infonce import hard_negative_infonce, in_batch_infonce, in_batch_matryoshka_infonce, prefix_inv_norms
+from f2llm.kernels.infonce import (
+    hard_negative_infonce,
+    in_batch_infonce,
+    in_batch_matryoshka_infonce,
+    prefix_inv_norms,
+)
 from f2llm.kernels.pooling import last_token_pool, mean_pool, pool_with_norms
 
 __all__ = [

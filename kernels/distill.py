@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-
 from f2llm.kernels.dispatch import use_triton
 
 

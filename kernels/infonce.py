@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-
 from f2llm.kernels.dispatch import ascending, at_least_fp32, dot_precision, use_triton
 
 EPS = 1e-12  # as F.normalize: norms below it are clamped

@@ -24,7 +24,6 @@ from typing import Literal
 import torch
 import triton
 import triton.language as tl
-
 from f2llm.kernels.dispatch import ascending, at_least_fp32, use_triton
 from f2llm.kernels.infonce import EPS, prefix_inv_norms
 

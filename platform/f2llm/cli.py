@@ -159,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         # kserve parses sys.argv when imported (abbreviations on: --config would be its
         # --configure_logging); everything it needs is passed to ModelServer explicitly.
         sys.argv = sys.argv[:1]
+        from pathlib import Path
+
         from f2llm.config import ServeConfig
         from f2llm.serve.server import serve
-
-        from pathlib import Path
 
         extra = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
         serve(ServeConfig.model_validate({**extra, "model": args.model, "name": args.name, "http_port": args.port}))

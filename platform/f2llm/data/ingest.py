@@ -25,7 +25,13 @@ from typing import Literal
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from f2llm import storage
 from f2llm.data.languages import LANGUAGES

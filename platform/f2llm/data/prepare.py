@@ -28,8 +28,8 @@ import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
 from f2llm.config import DataConfig
-from f2llm.tasks import TASKS, TaskType, query_prompt
 from f2llm.model.tokenizer import encode_with_eos
+from f2llm.tasks import TASKS, TaskType, query_prompt
 
 
 class _Corpus:

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from f2llm.data import langid
 from f2llm.config import ValidationConfig
+from f2llm.data import langid
 from f2llm.tasks import TASKS, TaskType
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

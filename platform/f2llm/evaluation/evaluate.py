@@ -10,9 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from f2llm.evaluation.metrics import ndcg_at_k, recall_at_k
 from f2llm.model.encoder import Encoder
 from f2llm.model.matryoshka import matryoshka_dims
-from f2llm.evaluation.metrics import ndcg_at_k, recall_at_k
 from f2llm.tasks import query_prompt
 
 

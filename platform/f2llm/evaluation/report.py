@@ -17,7 +17,6 @@ import pandas as pd
 
 from f2llm.data.languages import LANGUAGES
 
-
 _STYLE = """<style>body{font-family:sans-serif;margin:2em;max-width:80em} .t{border-collapse:collapse}
 .t td,.t th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}</style>"""
 

@@ -16,8 +16,8 @@ from typing import Literal
 from transformers import AutoConfig, AutoTokenizer
 
 from f2llm.model.matryoshka import matryoshka_dims
-from f2llm.tasks import TASKS, TaskType, query_prompt
 from f2llm.model.tokenizer import ensure_eos_appended
+from f2llm.tasks import TASKS, TaskType, query_prompt
 
 
 def export_sentence_transformers(

@@ -81,7 +81,14 @@ def run_config(size: str, store: str = "s3://f2llm"):
     from the stage-1 0.6B model, distilled from the 0.6B): the 0.6B's two stages, then the student
     pruned and trained through stage 2; `family` does all three students in one run.
     """
-    from f2llm.config import DataConfig, EvalConfig, FamilyConfig, ModelConfig, RunConfig, TrainConfig
+    from f2llm.config import (
+        DataConfig,
+        EvalConfig,
+        FamilyConfig,
+        ModelConfig,
+        RunConfig,
+        TrainConfig,
+    )
 
     if size == FAMILY or RECIPES[size].pruned_from:
         sizes = [s for s, r in RECIPES.items() if r.pruned_from] if size == FAMILY else [size]

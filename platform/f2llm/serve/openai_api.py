@@ -25,8 +25,8 @@ from kserve.errors import InvalidInput
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from f2llm.serve.predictor import EmbedCall, EmbeddingPredictor
 from f2llm.model.tokenizer import InputTooLong
+from f2llm.serve.predictor import EmbedCall, EmbeddingPredictor
 
 
 class EmbeddingRequest(BaseModel):

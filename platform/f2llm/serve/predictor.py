@@ -25,10 +25,10 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from f2llm import storage
-from f2llm.serve.batching import DynamicBatcher
 from f2llm.config import ServeConfig
 from f2llm.model.encoder import Encoder
 from f2llm.model.tokenizer import encode_limited
+from f2llm.serve.batching import DynamicBatcher
 
 INPUT_TYPES = ("document", "query")
 INLINE_CHARS = 16_384  # requests up to this many characters are tokenised on the event loop

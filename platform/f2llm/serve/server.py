@@ -11,8 +11,8 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 from f2llm.config import ServeConfig
-from f2llm.serve.predictor import EmbeddingPredictor
 from f2llm.model.tokenizer import InputTooLong
+from f2llm.serve.predictor import EmbeddingPredictor
 
 
 class BodyLimit:

@@ -30,14 +30,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from f2llm.train import checkpoint, distributed
 from f2llm.config import StageConfig, TrainConfig
-from f2llm.model.encoder import Encoder
 from f2llm.kernels import distillation_mse
-from f2llm.train.losses import contrastive_loss
+from f2llm.model.encoder import Encoder
 from f2llm.model.matryoshka import matryoshka_dims, matryoshka_weights
-from f2llm.train.sampler import SourceBatchSampler
 from f2llm.tasks import TASKS, TaskType
+from f2llm.train import checkpoint, distributed
+from f2llm.train.losses import contrastive_loss
+from f2llm.train.sampler import SourceBatchSampler
 
 
 def lr_lambda(cfg: StageConfig, total_steps: int):
