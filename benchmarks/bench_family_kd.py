@@ -15,6 +15,9 @@ for seeds 0, 1, 2 (the seed of the pruning's calibration sample, the random init
 training), each student arm for the same `--student-steps` (default: one epoch of stage 2). Reported: held-out nDCG@10 per language at each student's full dim, mean over
 languages per run, then mean and spread (min..max) over seeds per arm. JSON and a PNG in
 benchmarks/results/.
+
+Before any training, each student shape is also pruned with both depth rules (the recipe's first
+n layers, and block importance) and evaluated as it comes out of the surgery: which keeps more.
 """
 
 from __future__ import annotations
@@ -93,6 +96,26 @@ def run_arm(work: Path, cfg, student, arm: str, seed: int, accepted, steps: int 
     }
 
 
+def untrained(work: Path, cfg, accepted) -> list[dict]:
+    """nDCG@10 of each student shape pruned from the stage-1 teacher (as the pipeline does) and
+    not trained, by depth rule (seed 0)."""
+    from f2llm.evaluation.evaluate import evaluate_model
+    from f2llm.model.encoder import Encoder
+    from f2llm.model.prune import PruneTarget, calibration_texts, prune_checkpoint
+
+    texts = calibration_texts(accepted, cfg.family.calibration_rows, 0)
+    held_out = accepted[accepted["split"] == "eval"]
+    out = []
+    for student in cfg.family.students:
+        for depth in ("first", "block"):
+            target = PruneTarget(student.hidden, student.mlp, student.layers)
+            report = prune_checkpoint(work / "stage1", work / f"untrained-{student.name}-{depth}", target, texts, depth)
+            scores = evaluate_model(Encoder.load(work / f"untrained-{student.name}-{depth}"), held_out, k=cfg.eval.k)
+            out.append({"student": student.name, "depth": depth, "layers_kept": report["pruned"]["model"]["layers_kept"],
+                        "ndcg@10": round(float(scores[scores["dim"] == student.hidden]["ndcg@10"].mean()), 4)})
+    return out
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     import pandas as pd
 
@@ -148,6 +171,7 @@ def main() -> None:
         accepted = prepare_family(work, cfg)
         held_out = accepted[accepted["split"] == "eval"]
         teacher = evaluate_model(Encoder.load(work / "teacher", max_length=cfg.eval.max_length), held_out, k=cfg.eval.k)
+        before_training = untrained(work, cfg, accepted)
         runs = [
             run_arm(work, cfg, student, arm, seed, accepted, args.student_steps)
             for student in cfg.family.students for seed in range(args.seeds) for arm in ARMS
@@ -160,6 +184,7 @@ def main() -> None:
         "teacher_ndcg@10": round(teacher_full, 4),
         "teacher_ndcg@10_per_dim": {int(d): round(float(v), 4) for d, v in teacher.groupby("dim")["ndcg@10"].mean().items()},
         "summary": summary,
+        "untrained_by_depth": before_training,
         "runs": runs,
         "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak_rss_mb()),
     })
