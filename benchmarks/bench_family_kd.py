@@ -172,6 +172,7 @@ def main() -> None:
         held_out = accepted[accepted["split"] == "eval"]
         teacher = evaluate_model(Encoder.load(work / "teacher", max_length=cfg.eval.max_length), held_out, k=cfg.eval.k)
         before_training = untrained(work, cfg, accepted)
+        print("untrained, by depth rule:", before_training, flush=True)
         runs = [
             run_arm(work, cfg, student, arm, seed, accepted, args.student_steps)
             for student in cfg.family.students for seed in range(args.seeds) for arm in ARMS
