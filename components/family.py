@@ -10,7 +10,7 @@ teacher in one per-language table, and each exported.
                                    evaluate-family (teacher + every student) -> export (teacher)
 """
 
-from f2llm.components.pipeline import data_and_teacher, stage_namer
+from f2llm.components.pipeline import FRONT_STAGES, data_and_teacher, stage_namer
 from f2llm.components.stages import (
     evaluate_family_op,
     export_op,
@@ -22,10 +22,7 @@ from f2llm.components.stages import (
 from f2llm.config import ClusterConfig
 from kfp import dsl
 
-STAGES = (
-    "ingest", "validate-language", "merge-validation", "mine-negatives", "base-model", "prepare", "train-stage-1",
-    "train-stage-2", "family-students", "prune", "train-student", "export-student", "evaluate-family", "export",
-)
+STAGES = FRONT_STAGES + ("family-students", "prune", "train-student", "export-student", "evaluate-family", "export")
 
 
 def build_family_pipeline(cluster: ClusterConfig | None = None):

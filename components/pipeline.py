@@ -24,10 +24,11 @@ from kfp import compiler, dsl
 from kfp.dsl import PipelineTask
 from kfp.dsl.pipeline_channel import PipelineChannel
 
-STAGES = (
+FRONT_STAGES = (  # `data_and_teacher`: every pipeline starts with these
     "ingest", "validate-language", "merge-validation", "mine-negatives", "base-model", "prepare", "train-stage-1",
-    "train-stage-2", "evaluate", "export",
+    "train-stage-2",
 )
+STAGES = FRONT_STAGES + ("evaluate", "export")
 
 
 def stage_namer(cluster: ClusterConfig | None):
