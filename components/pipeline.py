@@ -10,6 +10,7 @@ from f2llm.components.cluster import STEP_KINDS, apply_cluster
 from f2llm.components.local_run import LocalRunFailed, captured_run, strip_ansi
 from f2llm.components.stages import (
     base_model_op,
+    deploy_op,
     evaluate_op,
     export_op,
     ingest_op,
@@ -28,7 +29,7 @@ FRONT_STAGES = (  # `data_and_teacher`: every pipeline starts with these
     "ingest", "validate-language", "merge-validation", "mine-negatives", "base-model", "prepare", "train-stage-1",
     "train-stage-2",
 )
-STAGES = FRONT_STAGES + ("evaluate", "export")
+STAGES = FRONT_STAGES + ("evaluate", "export")  # and "deploy" when the config has `deploy:`
 
 
 def stage_namer(cluster: ClusterConfig | None):
@@ -84,8 +85,9 @@ def data_and_teacher(config_json, on_cluster) -> Front:
     return Front(validation, accepted, base, prepare, stage1, stage2)
 
 
-def build_pipeline(cluster: ClusterConfig | None = None):
-    """The single-model pipeline: the front, then evaluation against the base model and export."""
+def build_pipeline(cluster: ClusterConfig | None = None, deploy: bool = False):
+    """The single-model pipeline: the front, then evaluation against the base model and export,
+    and with `deploy` the quality gate and the InferenceService."""
     on_cluster = stage_namer(cluster)
 
     @dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
@@ -96,11 +98,15 @@ def build_pipeline(cluster: ClusterConfig | None = None):
             config_json=config_json, accepted=front.accepted, base_model=front.base.outputs["model"],
             trained_model=stage2.outputs["model"], stage1_log=stage1.outputs["log"], stage2_log=stage2.outputs["log"],
         ), "evaluate")
-        on_cluster(export_op(
+        export = on_cluster(export_op(
             config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
             report=evaluate.outputs["report"], validation_report=front.validation.outputs["report"],
             validation_summary=front.validation.outputs["per_language"],
         ), "export")
+        if deploy:
+            on_cluster(deploy_op(
+                config_json=config_json, results=evaluate.outputs["results"], model=export.outputs["model"],
+            ), "deploy")
 
     return f2llm_pipeline
 
@@ -111,11 +117,21 @@ def pipeline_for(cfg: RunConfig, cluster: ClusterConfig | None = None):
         from f2llm.components.family import build_family_pipeline
 
         return build_family_pipeline(cluster)
-    return build_pipeline(cluster)
+    return build_pipeline(cluster, deploy=cfg.deploy is not None)
 
 
 def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
-    """Write the pipeline as KFP YAML with this config as the default of `config_json`."""
+    """Write the pipeline as KFP YAML with this config as the default of `config_json`.
+
+    The YAML runs on a cluster, so every data and model location must be a store URI: a local path
+    (this machine's) is an error naming the field. kfp.local's `pipeline_root` is reset to its default.
+    """
+    local = cfg.local_paths()
+    if local:
+        listed = ", ".join(f"{k}={v}" for k, v in local.items())
+        raise ValueError(f"{cfg.name}: a compiled pipeline runs on a cluster, but these are paths on this "
+                         f"machine: {listed}. Use store URIs (s3://...), e.g. configs/cluster-demo.yaml.")
+    cfg = cfg.model_copy(update={"pipeline_root": RunConfig.model_fields["pipeline_root"].default})
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(

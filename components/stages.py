@@ -214,6 +214,29 @@ def export_op(
     model.metadata["uri"] = storage.join(cfg.output_uri, "model")
 
 
+@component
+def deploy_op(config_json: str, results: Input[Dataset], model: Input[Model], service: Output[Markdown],
+              metrics: Output[Metrics]):
+    """The quality gate, then the exported model on a KServe InferenceService, Ready or the run fails."""
+    import pandas as pd
+    from f2llm.config import RunConfig
+    from f2llm.serve.deploy import check_gate, current_namespace, deploy, load_api
+
+    cfg = RunConfig.model_validate_json(config_json)
+    k = cfg.eval.k
+    score = check_gate(pd.read_csv(results.path), k, cfg.deploy.min_ndcg)
+    metrics.log_metric(f"held_out_ndcg@{k}", round(score, 4))
+    rollout = deploy(load_api(), cfg.deploy, model.metadata["uri"], cfg.deploy.namespace or current_namespace())
+    metrics.log_metric("rollout_s", rollout.seconds)
+    traffic = ", ".join(f"{t.get('revisionName')} {t.get('percent')}%" for t in rollout.traffic) or "-"
+    with open(service.path, "w") as fh:
+        fh.write(f"# {rollout.namespace}/{rollout.name}\n\n| | |\n|---|---|\n"
+                 f"| action | {'created' if rollout.created else 'updated'} (generation {rollout.generation}) |\n"
+                 f"| model | {rollout.storage_uri} |\n| held-out nDCG@{k} | {score:.4f} (min {cfg.deploy.min_ndcg}) |\n"
+                 f"| URL | {rollout.url} |\n| traffic | {traffic} |\n")
+    print(f"deployed {rollout.storage_uri} to {rollout.namespace}/{rollout.name}: {rollout.url}")
+
+
 # --- the family: students pruned from the stage-1 model, distilled from the stage-2 model
 
 

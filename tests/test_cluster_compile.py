@@ -1,6 +1,7 @@
 """The compiled pipeline carries the cluster settings: per task its image, resources and GPUs,
-and in the `platforms: kubernetes` document its Secret env, PVC, node selector, tolerations and
-pull policy; caching and retries on every task. Parsed from the YAML the KFP compiler wrote."""
+and in the `platforms: kubernetes` document its Secret env, PVC (when one is named), node selector,
+tolerations and pull policy; caching and retries on every task; the deploy step when the config
+has one. Parsed from the YAML the KFP compiler wrote."""
 
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def compiled(tmp_path, cfg):
     }}
     by_step = {t["taskInfo"]["name"]: t for t in tasks.values() if t["taskInfo"]["name"] in STEP_KINDS}
     # every stage, the per-language (and per-student) fan-outs included
-    assert set(by_step) == set(FAMILY_STAGES if cfg.family else STAGES)
+    assert set(by_step) == set(FAMILY_STAGES if cfg.family else STAGES + (("deploy",) if cfg.deploy else ()))
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if platform else {}
     for step, task in by_step.items():
@@ -30,8 +31,9 @@ def compiled(tmp_path, cfg):
         yield step, task, executors[comp["executorLabel"]]["container"], k8s.get(comp["executorLabel"], {})
 
 
-def test_demo_pipeline_carries_the_default_cluster_settings(tmp_path):
-    cfg = load_config(ROOT / "configs" / "demo.yaml")
+def test_default_cluster_settings_reach_every_task(tmp_path):
+    cfg = load_config(ROOT / "configs" / "recipes" / "0-6b.yaml")
+    cfg.cluster.cache_pvc = "team-model-cache"  # an existing ReadWriteMany claim (the chart's, when enabled)
     cluster = cfg.cluster
     for step, task, container, k8s in compiled(tmp_path, cfg):
         kind = STEP_KINDS[step]
@@ -47,6 +49,7 @@ def test_demo_pipeline_carries_the_default_cluster_settings(tmp_path):
         assert k8s["secretAsEnv"][0]["secretName"] == "f2llm-s3"
         assert {k["envVar"] for k in k8s["secretAsEnv"][0]["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         assert k8s["pvcMount"][0]["mountPath"] == "/cache" and k8s["imagePullPolicy"] == "IfNotPresent"
+        assert k8s["pvcMount"][0]["pvcNameParameter"]["runtimeValue"]["constant"] == "team-model-cache"
         if kind == "gpu":
             assert container["resources"]["accelerator"]["resourceCount"] == "1"
             assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
@@ -59,7 +62,7 @@ def test_demo_pipeline_carries_the_default_cluster_settings(tmp_path):
 
 
 def test_everything_off_compiles_to_a_plain_pipeline(tmp_path):
-    cfg = load_config(ROOT / "configs" / "demo.yaml")
+    cfg = load_config(ROOT / "configs" / "cluster-demo.yaml")
     cfg.cluster = ClusterConfig(s3_secret=None, s3_endpoint=None, cache_pvc=None, caching=False, retries=0,
                                 resources={"data": {"cpu": "1", "memory": "1Gi"}, "gpu": {"cpu": "2", "memory": "2Gi"}})
     for _, task, container, k8s in compiled(tmp_path, cfg):
@@ -75,3 +78,13 @@ def test_recipe_sizes_compile(tmp_path, path):
     assert steps <= set(STEP_KINDS)  # every step has a kind (image, resources)
     spec = yaml.safe_load((tmp_path / "p.yaml").read_text().split("\n---\n")[0])
     assert spec["pipelineInfo"]["name"] == cfg.name
+
+
+def test_the_cluster_demo_is_cpu_only_and_ends_with_the_gated_deploy(tmp_path):
+    cfg = load_config(ROOT / "configs" / "cluster-demo.yaml")
+    steps = {step: (task, container, k8s) for step, task, container, k8s in compiled(tmp_path, cfg)}
+    deploy, _, _ = steps["deploy"]
+    assert set(deploy["dependentTasks"]) == {"evaluate-op", "export-op"}  # after the model is published
+    for step, (_, container, k8s) in steps.items():
+        assert "accelerator" not in container["resources"] and "nodeSelector" not in k8s, step
+        assert container["image"] == "ghcr.io/f2llm/f2llm-data:0.1.0" and "pvcMount" not in k8s

@@ -25,7 +25,7 @@ def _tasks(spec: dict) -> dict:
 
 def test_family_compiles_with_a_task_per_stage_and_a_student_fan_out(tmp_path):
     out = tmp_path / "family.yaml"
-    assert main(["compile", "--config", str(FAMILY), "--output", str(out)]) == 0
+    assert main(["compile", "--config", str(ROOT / "configs" / "recipes" / "family.yaml"), "--output", str(out)]) == 0
     spec, platform = yaml.safe_load_all(out.read_text())
     tasks = _tasks(spec)
     assert sorted(t["taskInfo"]["name"] for t in tasks.values()) == sorted(STAGES)

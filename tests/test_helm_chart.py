@@ -1,7 +1,9 @@
-"""The Helm chart rendered by Helm's own Go SDK (helm-python-sdk) for several value sets: lint
-clean, core kinds valid against Kubernetes' schemas (kubernetes-validate), KServe objects valid
-against our schema of the CRD fields we use, every pod restricted, no secret value outside a
-Secret, and the registered run config a valid RunConfig."""
+"""The Helm chart rendered by Helm's own Go SDK (helm-python-sdk) for several value sets, read
+the way a cluster would: lint clean, core kinds valid against Kubernetes' schemas, KServe
+objects against KServe's generated API models, every pod restricted, no secret value outside a
+Secret; what the runs read sits in the namespace they execute in, no claim is mounted that
+nothing creates, KFP's own objects are left alone, multi-user registration carries its token,
+hook pods leave the mesh, and the registered run config compiles to a pipeline with no local path."""
 
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ import helm_python
 import pytest
 import yaml
 
-from f2llm.config import RunConfig
+from f2llm.cli import build_parser
+from f2llm.config import RunConfig, load_config
 
-from k8s_checks import assert_pods_restricted, validate_objects
+from k8s_checks import assert_pods_restricted, pod_specs, validate_objects
 
-CHART = Path(__file__).resolve().parents[1] / "helm" / "f2llm"
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "f2llm"
 KUBE_VERSION = "1.32.0"
 
 VALUE_SETS = {
@@ -27,19 +31,39 @@ VALUE_SETS = {
                                                          "existingSecret": "team-s3-keys"}},
         "optuna": {"database": "external", "external": {"existingSecret": "team-optuna-url"}},
     },
-    "gpu-serving": {
-        "kserve": {"predictor": {"gpu": 1}, "vllm": {"enabled": True},
-                   "inferenceService": {"enabled": True, "name": "f2llm-demo", "runtime": "f2llm-vllm"}},
+    "gpu": {
+        "kfp": {"gpus": 1}, "kserve": {"predictor": {"gpu": 1}, "vllm": {"enabled": True}},
+    },
+    "multi-user": {
+        "kfp": {"multiUser": True, "namespace": "team-a", "modelCache": {"enabled": True}},
+        "kserve": {"vllm": {"enabled": True, "gpu": 0}},
     },
     "everything-off": {
-        "kserve": {"enabled": False}, "kfp": {"launcherConfig": False, "register": {"enabled": False}},
+        "kserve": {"enabled": False}, "kfp": {"register": {"enabled": False}},
         "networkPolicies": {"enabled": False}, "optuna": {"database": "none"},
     },
 }
 
-def render(values: dict, name: str = "f2llm") -> list[dict]:
-    files = helm_python.Chart.load(CHART).render(values, name=name, namespace="ml", is_install=True)
-    return [doc for path, text in sorted(files.items()) if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc]
+
+def render(values: dict, name: str = "f2llm", namespace: str = "ml") -> list[dict]:
+    files = helm_python.Chart.load(CHART).render(values, name=name, namespace=namespace, is_install=True)
+    docs = [doc for path, text in sorted(files.items()) if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc]
+    for doc in docs:  # what `helm install -n` does to objects that name no namespace
+        doc["metadata"].setdefault("namespace", namespace)
+    return docs
+
+
+def runs_namespace(values: dict) -> str:
+    return values.get("kfp", {}).get("namespace", "kubeflow")
+
+
+def find(objects, kind, name=None):
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def run_config(objects) -> RunConfig | None:
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("run-config")]
+    return RunConfig.model_validate(yaml.safe_load(maps[0]["data"]["run.yaml"])) if maps else None
 
 
 @pytest.fixture(scope="module", params=list(VALUE_SETS))
@@ -88,35 +112,169 @@ def test_default_values_hold_no_secret():
             assert value == "", key  # names of Secrets the user brings, empty by default
 
 
-def test_registered_run_config_is_valid(rendered):
+def test_what_the_runs_read_is_where_they_run(rendered):
+    """Point 1: the store's Secret, the cache claim, the run config, the registration Job, the
+    runtimes and the deploy Role sit in the runs' namespace; KFP's kfp-launcher is never ours."""
     name, objects = rendered
-    maps = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("run-config")]
-    if name == "everything-off":
-        assert not maps
+    runs = runs_namespace(VALUE_SETS[name])
+    assert not find(objects, "ConfigMap", "kfp-launcher")
+    cfg = run_config(objects)
+    if cfg is None:
         return
-    cfg = RunConfig.model_validate(yaml.safe_load(maps[0]["data"]["run.yaml"]))
-    secret = "team-s3-keys" if name == "external-s3" else "f2llm-s3"
-    assert cfg.cluster.s3_secret == secret and cfg.output_uri == "s3://f2llm/runs/f2llm-demo"
-    assert cfg.cluster.images["gpu"] == "ghcr.io/f2llm/f2llm-train:0.1.0"
+    secrets = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(objects, "Secret")}
+    if name == "external-s3":  # the user's Secret: named, not rendered
+        assert cfg.cluster.s3_secret == "team-s3-keys"
+    else:
+        assert (runs, cfg.cluster.s3_secret) in secrets and ("ml", cfg.cluster.s3_secret) in secrets  # MinIO's too
+        pair = [o["data"] for o in find(objects, "Secret", cfg.cluster.s3_secret)]
+        assert all(d == pair[0] for d in pair)  # one set of keys
+    for kind in ("Job", "ServingRuntime", "Role", "RoleBinding", "PersistentVolumeClaim"):
+        for obj in find(objects, kind):
+            if kind != "Job" or "register" in obj["metadata"]["name"]:
+                assert obj["metadata"]["namespace"] == runs, (kind, obj["metadata"]["name"])
+    runner = "default-editor" if VALUE_SETS[name].get("kfp", {}).get("multiUser") else "pipeline-runner"
+    deploy = find(objects, "RoleBinding", "f2llm-deploy")[0]
+    assert deploy["subjects"] == [{"kind": "ServiceAccount", "name": runner, "namespace": runs}]
+    role = find(objects, "Role", "f2llm-deploy")[0]
+    assert role["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+                              "verbs": ["get", "list", "watch", "create", "patch"]}]
+    if name != "external-s3":
+        policy = find(objects, "NetworkPolicy", "f2llm-minio")[0]
+        admitted = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    for p in policy["spec"]["ingress"][0]["from"] if "namespaceSelector" in p}
+        assert runs in admitted
 
 
-def test_value_sets_change_what_is_installed():
-    kinds = {name: {(o["kind"], o["metadata"]["name"]) for o in render(values)} for name, values in VALUE_SETS.items()}
-    assert ("StatefulSet", "f2llm-minio") in kinds["defaults"] and ("Secret", "f2llm-s3") in kinds["defaults"]
-    assert not any(k == "StatefulSet" for k, _ in kinds["external-s3"])  # neither MinIO nor PostgreSQL
-    assert ("ServingRuntime", "f2llm-vllm") in kinds["gpu-serving"] and ("InferenceService", "f2llm-demo") in kinds["gpu-serving"]
-    assert not any(k in ("ServingRuntime", "InferenceService", "NetworkPolicy", "ConfigMap") for k, _ in kinds["everything-off"])
-    gpu = {o["metadata"]["name"]: o for o in render(VALUE_SETS["gpu-serving"]) if o["kind"] == "ServingRuntime"}
-    assert gpu["f2llm-predictor"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    launcher = next(o for o in render({}) if o["metadata"]["name"] == "kfp-launcher")
-    assert launcher["data"]["defaultPipelineRoot"] == "s3://f2llm/pipeline-root"
-    assert "secretName: f2llm-s3" in launcher["data"]["providers"]
+def test_no_claim_is_mounted_that_nothing_creates(rendered, tmp_path):
+    """Point 2: every claim a rendered pod or the compiled pipeline mounts is rendered in the
+    namespace of the pods mounting it (StatefulSets bring their own through volumeClaimTemplates)."""
+    from f2llm.components.pipeline import compile_pipeline
+
+    _, objects = rendered
+    claims = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(objects, "PersistentVolumeClaim")}
+    for obj in objects:
+        for _, spec in pod_specs([obj]):
+            for volume in spec.get("volumes", []):
+                if "persistentVolumeClaim" in volume:
+                    assert (obj["metadata"]["namespace"], volume["persistentVolumeClaim"]["claimName"]) in claims
+    for claim in find(objects, "PersistentVolumeClaim"):
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # the fan-out and CPU/GPU steps share it
+    cfg = run_config(objects)
+    if cfg is None:
+        return
+    _, platform = yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
+    executors = (platform or {}).get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+    mounted = {m.get("constant") or m.get("componentInputParameter") or m["pvcName"]
+               for e in executors.values() for m in e.get("pvcMount", [])}
+    runs = runs_namespace(VALUE_SETS[rendered[0]])
+    assert {(runs, claim) for claim in mounted} <= claims
+    assert bool(mounted) == bool(claims) == (cfg.cluster.cache_pvc is not None)
+
+
+def test_the_registered_run_config_compiles_for_the_cluster(rendered, tmp_path):
+    """Point 5: store URIs only (no path of this machine in the YAML), the S3 endpoint the
+    chart's Service, GPUs asked for only when configured."""
+    from f2llm.components.pipeline import compile_pipeline
+
+    name, objects = rendered
+    cfg = run_config(objects)
+    if cfg is None:
+        return
+    text = compile_pipeline(cfg, tmp_path / "p.yaml").read_text()
+    for local in (str(ROOT), "/tmp/", "/home/", "/root/"):
+        assert local not in text
+    if name != "external-s3":
+        service = find(objects, "Service", "f2llm-minio")[0]
+        assert cfg.cluster.s3_endpoint == f"http://f2llm-minio.{service['metadata']['namespace']}.svc:9000"
+    gpus = VALUE_SETS[name].get("kfp", {}).get("gpus", 0)
+    executors = next(yaml.safe_load_all(text))["deploymentSpec"]["executors"].values()
+    asking = [e for e in executors if "accelerator" in e["container"].get("resources", {})]
+    assert cfg.cluster.resources["gpu"].gpus == gpus and bool(asking) == (gpus > 0)
+    assert cfg.cluster.images["gpu"].split("/")[-1].startswith("f2llm-train" if gpus else "f2llm-data")
+    assert cfg.deploy is not None and cfg.deploy.name == "f2llm-demo"
+
+
+def test_default_install_registers_the_cluster_demo():
+    """`helm install f2llm helm/f2llm -n f2llm` (the README's) registers configs/cluster-demo.yaml,
+    whose endpoint is ClusterConfig's default: the three agree."""
+    objects = render({}, name="f2llm", namespace="f2llm")
+    local_only = {"pipeline_root"}  # kfp.local's, reset when compiled
+    assert run_config(objects).model_dump(exclude=local_only) == load_config(
+        ROOT / "configs" / "cluster-demo.yaml").model_dump(exclude=local_only)
+    service = find(objects, "Service", "f2llm-minio")[0]
+    from f2llm.config import ClusterConfig
+
+    assert ClusterConfig().s3_endpoint == f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:9000"
+
+
+def test_registration_job_works_on_kubeflow(rendered):
+    """Point 3: the Job's command parses with our CLI; multi-user: the projected token (audience
+    pipelines.kubeflow.org) where kfp.Client reads it, --namespace, pipelines-edit in the profile;
+    every hook and test pod out of the Istio mesh."""
+    name, objects = rendered
+    for obj in objects:
+        hook = obj["metadata"].get("annotations", {}).get("helm.sh/hook")
+        if hook:
+            meta = obj["metadata"] if obj["kind"] == "Pod" else obj["spec"]["template"]["metadata"]
+            assert meta["annotations"]["sidecar.istio.io/inject"] == "false", obj["metadata"]["name"]
+    jobs = find(objects, "Job", "f2llm-register-pipeline")
+    if not jobs:
+        return
+    spec = jobs[0]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    args = build_parser().parse_args(container["command"][1:])
+    assert args.command == "submit" and args.register_only and args.upload_sample == "/app/data/sample"
+    env = {e["name"]: e for e in container["env"]}
+    multi_user = VALUE_SETS[name].get("kfp", {}).get("multiUser", False)
+    assert args.namespace == ("team-a" if multi_user else None)
+    if not multi_user:
+        assert "KF_PIPELINES_SA_TOKEN_PATH" not in env
+        return
+    token_dir = str(Path(env["KF_PIPELINES_SA_TOKEN_PATH"]["value"]).parent)
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == token_dir)
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    source = volume["projected"]["sources"][0]["serviceAccountToken"]
+    assert source["audience"] == "pipelines.kubeflow.org" and source["path"] == Path(env["KF_PIPELINES_SA_TOKEN_PATH"]["value"]).name
+    binding = find(objects, "RoleBinding", "f2llm-register")[0]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeflow-pipelines-edit"}
+    assert binding["subjects"][0]["name"] == spec["serviceAccountName"]
+
+
+def test_serving_objects(rendered):
+    """Point 4: runtimes only (a run deploys the model); vLLM as a non-root uid with a context
+    length; GPU runtimes on GPU nodes with the CUDA predictor image."""
+    name, objects = rendered
+    assert not find(objects, "InferenceService")
+    runtimes = {o["metadata"]["name"]: o for o in find(objects, "ServingRuntime")}
+    if "f2llm-vllm" in runtimes:
+        container = runtimes["f2llm-vllm"]["spec"]["containers"][0]
+        assert container["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["runAsUser"] > 0
+        assert container["args"][container["args"].index("--max-model-len") + 1] == "8192"
+    for runtime in runtimes.values():
+        container = runtime["spec"]["containers"][0]
+        gpu = "nvidia.com/gpu" in container["resources"]["limits"]
+        assert ("tolerations" in runtime["spec"] and "nodeSelector" in runtime["spec"]) == gpu
+        if runtime["metadata"]["name"] == "f2llm-predictor":
+            assert container["image"].endswith("-cuda") == gpu
+    if name == "gpu":
+        assert set(runtimes) == {"f2llm-predictor", "f2llm-vllm"}
+        assert all("nvidia.com/gpu" in r["spec"]["containers"][0]["resources"]["limits"] for r in runtimes.values())
+
+
+def test_the_predictor_runtime_args_parse_with_our_cli():
+    runtime = find(render({}), "ServingRuntime", "f2llm-predictor")[0]
+    args = build_parser().parse_args([a.replace("{{.Name}}", "demo") for a in runtime["spec"]["containers"][0]["args"]])
+    assert (args.command, args.model, args.port) == ("serve", "/mnt/models", 8080)
 
 
 @pytest.mark.parametrize("values,word", [
     ({"objectStore": {"mode": "gcs"}}, "mode"),
     ({"objectStore": {"mode": "external"}}, "endpoint"),
     ({"kserve": {"predictor": {"gpu": -1}}}, "gpu"),
+    ({"kfp": {"register": {"runConfig": {"name": "x", "data": {"uri": "../data/sample"}, "output_uri": "s3://b/x"}}}}, "uri"),
+    ({"kfp": {"register": {"runConfig": {"name": "x", "data": {"uri": "s3://b/d"}, "output_uri": "s3://b/x",
+                                         "cluster": {"s3_secret": "mine"}}}}}, "cluster"),
+    ({"kfp": {"namespace": "Team_A"}}, "namespace"),
     ({"unknown": 1}, "unknown"),
 ])
 def test_schema_rejects_bad_values(values, word):

@@ -17,23 +17,25 @@ from f2llm.config import load_config
 from conftest import ROOT, SAMPLE
 
 DEMO = ROOT / "configs" / "demo.yaml"
+CLUSTER_DEMO = ROOT / "configs" / "cluster-demo.yaml"
 
 
 def test_compile_writes_every_stage(tmp_path):
     out = tmp_path / "pipeline.yaml"
-    assert main(["compile", "--config", str(DEMO), "--output", str(out)]) == 0
+    assert main(["compile", "--config", str(CLUSTER_DEMO), "--output", str(out)]) == 0
     spec = next(yaml.safe_load_all(out.read_text()))  # then the platforms: kubernetes document
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
     tasks = {name: t for dag in dags for name, t in dag["tasks"].items() if "executorLabel" in spec["components"][t["componentRef"]["name"]]}
-    assert sorted(t["taskInfo"]["name"] for t in tasks.values()) == sorted(STAGES)
+    assert sorted(t["taskInfo"]["name"] for t in tasks.values()) == sorted(STAGES + ("deploy",))
     # validation fans out: a task per language inside a ParallelFor over ingest's language list
     [loop] = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("pipelinechannel--ingest-op-Output")
     assert loop["iteratorPolicy"]["parallelismLimit"] == 8
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
-    assert json.loads(default) == json.loads(load_config(DEMO).model_dump_json())
+    cfg = load_config(CLUSTER_DEMO)
+    assert json.loads(default) == json.loads(cfg.model_copy(update={"pipeline_root": "runs/local_outputs"}).model_dump_json())
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == set(load_config(DEMO).cluster.images.values())  # data and gpu step images
+    assert images == set(cfg.cluster.images.values())  # data and gpu step images
 
 
 @pytest.mark.slow

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     sbm.add_argument("--run-name")
     sbm.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config field")
     sbm.add_argument("--register-only", action="store_true", help="upload the pipeline (or a new version), start no run")
+    sbm.add_argument("--namespace", help="multi-user KFP: the profile namespace the pipeline and runs live in")
+    sbm.add_argument("--service-account", help="the runs' service account (default: KFP's)")
+    sbm.add_argument("--upload-sample", metavar="DIR", help="first copy DIR (e.g. data/sample) to the config's data.uri")
     return parser
 
 
@@ -184,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "submit":
         from f2llm.cluster.submit import apply_overrides, submit
 
-        done = submit(apply_overrides(cfg, args.set), args.host, args.experiment, args.run_name, not args.register_only)
+        done = submit(apply_overrides(cfg, args.set), args.host, args.experiment, args.run_name, not args.register_only,
+                      namespace=args.namespace, service_account=args.service_account, upload_sample=args.upload_sample)
         started = f": run {done.run_id} in experiment {done.experiment_id}" if done.run_id else " (registered, no run)"
-        print(f"pipeline {done.pipeline_id} version {done.version_id}{started}")
+        print(f"pipeline {done.pipeline_id} version {done.version_id}{'' if done.uploaded else ' (unchanged)'}{started}")
         return 0
     if args.command == "compile":
         print(compile_pipeline(cfg, args.output))

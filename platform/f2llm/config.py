@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -147,8 +147,10 @@ class ClusterConfig(_Strict):
 
     Steps are of two kinds: `data` steps (ingest, validation, prepare, export) and `gpu` steps
     (mining, base model, training, evaluation); each kind has its image and resources, and steps
-    asking for GPUs get the GPU node selector and tolerations. S3 keys come from a Kubernetes Secret as env vars
-    (never from the config), the endpoint as plain env; a PVC caches models and tokenizers.
+    asking for GPUs get the GPU node selector and tolerations. S3 keys come from a Kubernetes
+    Secret as env vars (never from the config), the endpoint as plain env; an optional PVC
+    caches models and tokenizers. Nothing here names KFP's own objects (kfp-launcher): the
+    pipeline root travels in the compiled pipeline (README, "Namespaces").
     """
 
     images: dict[Literal["data", "gpu"], str] = {
@@ -161,10 +163,15 @@ class ClusterConfig(_Strict):
     }
     gpu_node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
     gpu_tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
-    s3_endpoint: str | None = "http://minio.f2llm.svc:9000"
-    s3_secret: str | None = "f2llm-s3"  # a Secret holding the keys below
+    # The chart's MinIO when installed as the README says (`helm install f2llm helm/f2llm -n f2llm`).
+    s3_endpoint: str | None = "http://f2llm-minio.f2llm.svc:9000"
+    s3_region: str = "us-east-1"
+    s3_secret: str | None = "f2llm-s3"  # a Secret in the runs' namespace holding the keys below
     s3_secret_keys: dict[str, str] = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-    cache_pvc: str | None = "f2llm-model-cache"
+    # KFP's own artifacts (each task's inputs and outputs): None keeps KFP's artifact store (its
+    # kfp-launcher's root); an s3:// URI here is given to each run by `f2llm submit`.
+    pipeline_root: str | None = None
+    cache_pvc: str | None = None  # an existing claim (ReadWriteMany: tasks run on many nodes); None: no cache
     cache_mount: str = "/cache"
     caching: bool = True
     retries: int = Field(1, ge=0)
@@ -174,6 +181,28 @@ def _dns(v: str) -> str:
     if not v.replace("-", "").isalnum() or not v.islower():
         raise ValueError("must be lower-case letters, digits and '-' (a Kubernetes name)")
     return v
+
+
+class DeployConfig(_Strict):
+    """The pipeline's last step: a quality gate on the held-out evaluation, then the model served
+    by a KServe InferenceService (created, or updated to the new model), Ready or the run fails."""
+
+    name: str = Field(max_length=63)  # the InferenceService (a DNS-1035 label)
+    namespace: str | None = None  # None: the namespace the run executes in
+    runtime: str = "f2llm-predictor"  # a ServingRuntime there (the chart installs f2llm-predictor, f2llm-vllm)
+    service_account: str | None = "f2llm-models"  # its Secrets give KServe's storage initializer the S3 keys
+    # The gate: the trained model's held-out nDCG@k at full dimension, mean over languages.
+    min_ndcg: float = Field(ge=0, le=1)
+    canary_percent: int | None = Field(None, ge=1, le=99)  # an update sends this share to the new model first
+    timeout_s: float = Field(900, gt=0)  # for Ready
+    poll_s: float = Field(5, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _dns1035(cls, v: str) -> str:
+        if not (v[:1].isalpha() and v[-1:].isalnum()):
+            raise ValueError("must start with a letter and end with a letter or digit (a DNS-1035 label)")
+        return _dns(v)
 
 
 class StudentConfig(_Strict):
@@ -225,6 +254,7 @@ class RunConfig(_Strict):
     pipeline_root: str = "runs/local_outputs"  # kfp.local task outputs
     cluster: ClusterConfig = ClusterConfig()  # compiled into the pipeline YAML, ignored locally
     family: FamilyConfig | None = None  # pruned, distilled students: the family pipeline
+    deploy: DeployConfig | None = None  # the deploy step (a cluster with KServe); None: export only
 
     def student_training(self, name: str, teacher: str) -> TrainConfig:
         """A student's TrainConfig: stage 2 only (its own settings, else the run's), distilled from
@@ -241,6 +271,20 @@ class RunConfig(_Strict):
     @classmethod
     def _dns_name(cls, v: str) -> str:
         return _dns(v)
+
+    def local_paths(self) -> dict[str, str]:
+        """The fields naming a path on this machine: a cluster's pods cannot read them."""
+        fields = {"data.uri": self.data.uri, "output_uri": self.output_uri, "model.base": self.model.base,
+                  "train.teacher": self.train.teacher, "train.checkpoint_uri": self.train.checkpoint_uri,
+                  "mining.teacher": self.mining.teacher}
+        return {k: v for k, v in fields.items()
+                if v and ("://" not in v or v.startswith("file://")) and v != "tiny" and not v.startswith("package:")}
+
+    @model_validator(mode="after")
+    def _deploy_single_model(self) -> RunConfig:
+        if self.deploy is not None and self.family is not None:
+            raise ValueError("deploy: is for single-model runs; a family run exports each student for review")
+        return self
 
 
 def _resolve(value: str, base: Path) -> str:

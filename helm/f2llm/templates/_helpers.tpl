@@ -49,3 +49,23 @@ securityContext:
   fsGroup: {{ .uid | default 1000 }}
   seccompProfile: {type: RuntimeDefault}
 {{- end -}}
+
+{{/* Where KFP runs execute (standalone: KFP's namespace; multi-user: a profile namespace). */}}
+{{- define "f2llm.runsNamespace" -}}{{ .Values.kfp.namespace | default .Release.Namespace }}{{- end -}}
+
+{{/* The release's namespace and the runs', once each: a JSON list. */}}
+{{- define "f2llm.namespaces" -}}
+{{- list .Release.Namespace (include "f2llm.runsNamespace" .) | uniq | toJson -}}
+{{- end -}}
+
+{{- define "f2llm.image" -}}{{ printf "%s/f2llm-%s:%s" .root.Values.image.registry .name .root.Values.image.tag }}{{- end -}}
+
+{{/* GPU pods: scheduled onto GPU nodes, tolerating their taint. */}}
+{{- define "f2llm.gpuPlacement" -}}
+{{- with .nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
