@@ -71,7 +71,7 @@ def current_namespace() -> str:
         return SA_NAMESPACE.read_text().strip()
     from kubernetes import config
 
-    _, context = config.list_kube_config_contexts()
+    _, context = config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG"))
     return context["context"].get("namespace", "default")
 
 
@@ -81,8 +81,8 @@ def load_api():
 
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()
-    else:
-        config.load_kube_config()
+    else:  # the client reads KUBECONFIG once, at import: read it now
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client.CustomObjectsApi()
 
 
