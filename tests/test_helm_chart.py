@@ -192,6 +192,10 @@ def test_the_registered_run_config_compiles_for_the_cluster(rendered, tmp_path):
     assert cfg.cluster.resources["gpu"].gpus == gpus and bool(asking) == (gpus > 0)
     assert cfg.cluster.images["gpu"].split("/")[-1].startswith("f2llm-train" if gpus else "f2llm-data")
     assert cfg.deploy is not None and cfg.deploy.name == "f2llm-demo"
+    # the deploy step's service and runtime are the chart's (its S3 keys, a runtime it installs)
+    accounts = {o["metadata"]["name"] for o in find(objects, "ServiceAccount")}
+    runtimes = {o["metadata"]["name"] for o in find(objects, "ServingRuntime")}
+    assert cfg.deploy.service_account in accounts and (cfg.deploy.runtime in runtimes or name == "everything-off")
 
 
 def test_default_install_registers_the_cluster_demo():
