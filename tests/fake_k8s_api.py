@@ -27,10 +27,8 @@ import json
 import random
 import re
 import threading
-import time
 import uuid
 
-import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -360,9 +358,7 @@ class FakeKubernetesApi:
 
         return app
 
-    def serve(self, port: int) -> uvicorn.Server:
-        server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.05)
-        return server
+    def serve(self, port: int):
+        from conftest import serve_app
+
+        return serve_app(self.app, port)

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-import time
 
-import uvicorn
 import yaml
 from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -143,12 +140,10 @@ class FakeKfpApi:
 
         return app
 
-    def serve(self, port: int) -> uvicorn.Server:
-        server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.05)
-        return server
+    def serve(self, port: int):
+        from conftest import serve_app
+
+        return serve_app(self.app, port)
 
 
 class _UploadError(Exception):
