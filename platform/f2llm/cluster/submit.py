@@ -73,9 +73,8 @@ def kfp_pipeline_root(cluster: ClusterConfig) -> str | None:
         return None
     if not cluster.s3_endpoint:
         return cluster.pipeline_root
-    scheme, _, host = cluster.s3_endpoint.partition("://")
     query = f"endpoint={cluster.s3_endpoint}&region={cluster.s3_region}&use_path_style=true"
-    if scheme == "http":
+    if cluster.s3_endpoint.startswith("http://"):
         query += "&disable_https=true"
     return f"{cluster.pipeline_root}?{query}"
 
@@ -84,10 +83,9 @@ def _client(host: str, namespace: str | None):
     import kfp
     from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
-    token_file = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
-    if os.environ.get("KFP_TOKEN") or not token_file:
-        return kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN"), namespace=namespace or "kubeflow")
-    return kfp.Client(host=host, credentials=ServiceAccountTokenVolumeCredentials(token_file), namespace=namespace or "kubeflow")
+    token, token_file = os.environ.get("KFP_TOKEN"), os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
+    credentials = ServiceAccountTokenVolumeCredentials(token_file) if token_file and not token else None
+    return kfp.Client(host=host, existing_token=token, credentials=credentials, namespace=namespace or "kubeflow")
 
 
 def backend_version(client) -> tuple[int, ...] | None:
