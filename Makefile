@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: install vllm-env run family test bench compile sample recipes clean
+.PHONY: install vllm-env run family test bench compile sample recipes images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,8 @@ bench: $(STAMP) $(VLLM_STAMP)  ## benchmarks; JSON results with machine info in 
 	$(BIN)/python benchmarks/bench_family_kd.py
 	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python benchmarks/bench_serving.py
 
-compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster: the demo and every recipe size
-	$(BIN)/f2llm compile --config $(CONFIG) --output build/pipeline.yaml
+compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster (store URIs only): the demo and every recipe size
+	$(BIN)/f2llm compile --config configs/cluster-demo.yaml --output build/pipeline.yaml
 	for f in configs/recipes/*.yaml; do $(BIN)/f2llm compile --config $$f --output build/pipeline-$$(basename $$f); done
 
 sample: $(STAMP)  ## rebuild data/sample from data/raw (hand-written facts + CLDR via Babel)
@@ -58,6 +58,9 @@ sample: $(STAMP)  ## rebuild data/sample from data/raw (hand-written facts + CLD
 recipes: $(STAMP)  ## configs/recipes/*.yaml: one ready-made run config per F2LLM-v2 size
 	for size in 80M 160M 330M 0.6B 1.7B 4B 8B 14B family; do \
 		$(BIN)/f2llm recipe $$size > configs/recipes/$$(echo $$size | tr 'A-Z.' 'a-z-').yaml; done
+
+images:  ## container images (podman, or docker): data and serve (IMAGES="data serve train" adds train), each checked from its filesystem; sizes and build times in build/images.json
+	docker/build_images.sh
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build runs local_outputs
