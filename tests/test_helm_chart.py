@@ -195,7 +195,7 @@ def test_the_registered_run_config_compiles_for_the_cluster(rendered, tmp_path):
     # the deploy step's service and runtime are the chart's (its S3 keys, a runtime it installs)
     accounts = {o["metadata"]["name"] for o in find(objects, "ServiceAccount")}
     runtimes = {o["metadata"]["name"] for o in find(objects, "ServingRuntime")}
-    assert cfg.deploy.service_account in accounts and (cfg.deploy.runtime in runtimes or name == "everything-off")
+    assert cfg.deploy.service_account in accounts and cfg.deploy.runtime in runtimes
 
 
 def test_default_install_registers_the_cluster_demo():

@@ -149,8 +149,9 @@ class ClusterConfig(_Strict):
     (mining, base model, training, evaluation); each kind has its image and resources, and steps
     asking for GPUs get the GPU node selector and tolerations. S3 keys come from a Kubernetes
     Secret as env vars (never from the config), the endpoint as plain env; an optional PVC
-    caches models and tokenizers. Nothing here names KFP's own objects (kfp-launcher): the
-    pipeline root travels in the compiled pipeline (README, "Namespaces").
+    caches models and tokenizers. Nothing here names KFP's own objects (kfp-launcher): KFP
+    keeps its task artifacts in its own store unless `pipeline_root` is given to a run (README,
+    "Namespaces").
     """
 
     images: dict[Literal["data", "gpu"], str] = {

@@ -36,18 +36,17 @@ class DeployFailed(RuntimeError):
     """The InferenceService did not become Ready."""
 
 
-def held_out_score(scores: pd.DataFrame, k: int) -> float:
+def _trained_at_full_dim(scores: pd.DataFrame) -> pd.DataFrame:
     trained = scores[scores["model"] == "trained"]
-    full = trained[trained["dim"] == trained["dim"].max()]
-    return float(full[f"ndcg@{k}"].mean())
+    return trained[trained["dim"] == trained["dim"].max()]
 
 
 def check_gate(scores: pd.DataFrame, k: int, min_ndcg: float) -> float:
     """-> the held-out score; GateFailed (naming the weakest languages) when below `min_ndcg`."""
-    score = held_out_score(scores, k)
+    full = _trained_at_full_dim(scores)
+    score = float(full[f"ndcg@{k}"].mean())
     if not score >= min_ndcg:  # NaN (no held-out rows) fails too
-        trained = scores[(scores["model"] == "trained") & (scores["dim"] == scores["dim"].max())]
-        weakest = trained.nsmallest(3, f"ndcg@{k}")
+        weakest = full.nsmallest(3, f"ndcg@{k}")
         listed = ", ".join(f"{lang} {value:.3f}" for lang, value in zip(weakest["language"], weakest[f"ndcg@{k}"]))
         raise GateFailed(f"held-out nDCG@{k} {score:.4f} is below deploy.min_ndcg {min_ndcg}; "
                          f"weakest languages: {listed}. Nothing was deployed.")
