@@ -24,4 +24,4 @@ ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 USER 1000
 EXPOSE 8080
 ENTRYPOINT ["f2llm"]
-CMD ["serve", "--model", "/mnt/models", "--port", "8080"]
+CMD ["serve", "--model", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]

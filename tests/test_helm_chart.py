@@ -268,7 +268,7 @@ def test_serving_objects(rendered):
 def test_the_predictor_runtime_args_parse_with_our_cli():
     runtime = find(render({}), "ServingRuntime", "f2llm-predictor")[0]
     args = build_parser().parse_args([a.replace("{{.Name}}", "demo") for a in runtime["spec"]["containers"][0]["args"]])
-    assert (args.command, args.model, args.port) == ("serve", "/mnt/models", 8080)
+    assert (args.command, args.model, args.port, args.host) == ("serve", "/mnt/models", 8080, "0.0.0.0")
 
 
 @pytest.mark.parametrize("values,word", [

@@ -104,7 +104,7 @@ def test_health_readiness_and_metrics(server):
     assert httpx.get(f"{server}/v1/models/tiny").json()["ready"] is True
     httpx.post(f"{server}/openai/v1/embeddings", json={"input": "x", "model": "tiny"})
     metrics = httpx.get(f"{server}/metrics").text
-    assert 'f2llm_openai_embedding_requests_total{code="200"}' in metrics
+    assert 'f2llm_http_responses_total{code="200",protocol="openai"}' in metrics
     assert "request_predict_seconds" in metrics and "f2llm_batch_inputs_count" in metrics
 
 

@@ -40,6 +40,7 @@ def test_predictor_runtime_args_parse_with_our_cli(overlay):
     container = runtime["spec"]["containers"][0]
     args = build_parser().parse_args([a.replace("{{.Name}}", "demo") for a in container["args"]])
     assert (args.command, args.model, args.name, args.port) == ("serve", "/mnt/models", "demo", 8080)
+    assert args.host == "0.0.0.0" and not args.model_control  # reachable in the pod; no control routes
     assert container["ports"][0]["containerPort"] == args.port
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert set(runtime["spec"]["protocolVersions"]) == {"v1", "v2"}

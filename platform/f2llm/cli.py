@@ -137,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve an exported model (KServe v1, v2, OpenAI /openai/v1/embeddings)")
     srv.add_argument("--model", required=True, help="exported model directory or store URI")
     srv.add_argument("--name", default="f2llm")
+    srv.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface, as in a pod)")
     srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--model-control", action="store_true",
+                     help="mount /v2/repository load/unload, for holders of the $F2LLM_CONTROL_TOKEN bearer token")
     srv.add_argument("--config", help="YAML with more ServeConfig fields (batching, limits)")
     sbm = sub.add_parser("submit", help="register the pipeline with KFP (new version if it exists) and start a run")
     sbm.add_argument("--config", required=True)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         import yaml
 
         # kserve parses sys.argv when imported (abbreviations on: --config would be its
-        # --configure_logging); everything it needs is passed to ModelServer explicitly.
+        # --configure_logging); our server passes everything it needs explicitly.
         sys.argv = sys.argv[:1]
         from pathlib import Path
 
@@ -168,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from f2llm.serve.server import serve
 
         extra = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
-        serve(ServeConfig.model_validate({**extra, "model": args.model, "name": args.name, "http_port": args.port}))
+        flags = {"model": args.model, "name": args.name, "http_port": args.port}
+        flags |= {"host": args.host} if args.host else {}
+        flags |= {"model_control": True} if args.model_control else {}
+        serve(ServeConfig.model_validate({**extra, **flags}))
         return 0
     if args.command == "prune":
         return _prune(args, parser)

@@ -313,15 +313,28 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 class ServeConfig(_Strict):
-    """`f2llm serve`: the predictor's limits and batching (one exported model per server)."""
+    """`f2llm serve`: the predictor's limits and batching (one exported model per server).
+
+    Every limit bounds memory or time before the work it guards: characters and tokens per input,
+    tokens per request, padded tokens per forward pass, tokens in flight (beyond: 503), bytes and
+    seconds per body, seconds per request head.
+    """
 
     model: str  # exported sentence-transformers directory: a path or a store URI
     name: str = "f2llm"  # the model's name in every protocol (v1/v2 path, OpenAI `model`)
+    host: str = "127.0.0.1"  # a pod listens on 0.0.0.0 (the ServingRuntimes pass --host)
     http_port: int = Field(8080, ge=1, le=65535)
     max_batch_size: int = Field(64, ge=1)  # inputs per forward pass, across requests
+    max_batch_tokens: int = Field(16384, ge=2)  # padded tokens (rows x longest) per forward pass
     max_wait_ms: float = Field(5.0, ge=0)  # how long a batch waits to fill
     max_input_tokens: int = Field(8192, ge=2)  # recipe: evaluation at 8192
     on_too_long: Literal["truncate", "reject"] = "truncate"  # reject: HTTP 413
     max_inputs: int = Field(2048, ge=1)  # per request (OpenAI's limit)
+    max_request_tokens: int = Field(300_000, ge=2)  # summed over a request's inputs (OpenAI's limit); over: 413
+    max_inflight_tokens: int = Field(262_144, ge=2)  # admitted, not yet answered; over: 503 + Retry-After
     max_request_bytes: int = Field(8 * 2**20, ge=1024)  # larger bodies: HTTP 413
+    header_timeout_s: float = Field(10.0, gt=0)  # a request's head must arrive within this
+    body_timeout_s: float = Field(30.0, gt=0)  # its body within this of the head; else 408
+    keep_alive_s: int = Field(65, ge=1)  # an idle keep-alive connection is closed after this (KServe's value)
+    model_control: bool = False  # /v2/repository load/unload/index, with F2LLM_CONTROL_TOKEN as a bearer token
     device: str = "auto"  # auto: cuda when present

@@ -8,6 +8,7 @@ post-processor, so sentence-transformers and vLLM produce the same ids as we do.
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -58,20 +59,66 @@ def encode_with_eos(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_le
 
 
 class InputTooLong(ValueError):
-    def __init__(self, index: int, tokens: int, limit: int):
-        super().__init__(f"input {index} has {tokens} tokens; the limit is {limit}")
-        self.index, self.tokens, self.limit = index, tokens, limit
+    def __init__(self, index: int, tokens: int, limit: int, at_least: bool = False):
+        super().__init__(f"input {index} has {'over ' if at_least else ''}{tokens} tokens; the limit is {limit}")
+        self.index, self.tokens, self.limit, self.at_least = index, tokens, limit, at_least
+
+
+WINDOW_MARGIN = 8  # tokens at a window's end that a cut inside a word may have changed
+
+
+@functools.cache
+def longest_token_chars(tokenizer: PreTrainedTokenizerBase) -> int:
+    """An upper bound on the characters one token covers: the longest vocabulary entry (byte-level
+    entries spell one byte per character, and a character is at least one byte)."""
+    return max(map(len, tokenizer.get_vocab()))
 
 
 def encode_limited(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, reject: bool,
 ) -> list[list[int]]:
     """Token ids ending in EOS; an input over max_length (EOS counted) is cut to it by the EOS
-    rule, or, with `reject`, raises InputTooLong naming the first such input."""
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    rule, or, with `reject`, raises InputTooLong naming the first such input.
+
+    The work is bounded by what is kept, not by the input: a text longer than max_length
+    characters is tokenised in growing prefixes (`_prefix_ids`) until one yields enough tokens,
+    and under `reject` a text longer than max_length x `longest_token_chars` characters cannot
+    fit and is refused before any tokenising.
+    """
+    keep = max_length - 1  # EOS takes the last position
+    if reject:
+        bound = max_length * longest_token_chars(tokenizer)
+        for i, text in enumerate(texts):
+            if len(text) > bound:
+                raise InputTooLong(i, max_length, max_length, at_least=True)
+    short = [i for i, text in enumerate(texts) if len(text) <= max_length]
+    ids: list[list[int] | None] = [None] * len(texts)
+    if short:  # one batched call: each is at most max_length characters, so a few x max_length tokens
+        for i, row in zip(short, tokenizer([texts[i] for i in short], add_special_tokens=False)["input_ids"]):
+            ids[i] = row
+    for i, text in enumerate(texts):
+        if ids[i] is None:
+            ids[i] = _prefix_ids(tokenizer, text, keep + WINDOW_MARGIN + 1)
     eos = tokenizer.eos_token_id
     if reject:
         for i, row in enumerate(ids):
-            if len(row) + 1 > max_length:
-                raise InputTooLong(i, len(row) + 1, max_length)
-    return [row[: max_length - 1] + [eos] for row in ids]
+            if len(row) > keep:
+                complete = len(row) < keep + WINDOW_MARGIN + 1
+                raise InputTooLong(i, len(row) + 1 if complete else keep + 1, max_length, at_least=not complete)
+    return [row[:keep] + [eos] for row in ids]
+
+
+def _prefix_ids(tokenizer: PreTrainedTokenizerBase, text: str, wanted: int) -> list[int]:
+    """Ids of the text, or of a prefix holding at least `wanted` tokens, the last WINDOW_MARGIN of
+    which may differ from the whole text's (the cut can fall inside a word).
+
+    Byte-level BPE merges within a pre-token (a word), so a cut changes only the word it falls in;
+    the margin covers it. The window grows by the observed characters per token, so it ends within
+    a small factor of the characters the kept tokens cover, whatever the input's length.
+    """
+    window = wanted
+    while True:
+        ids = tokenizer(text[:window], add_special_tokens=False)["input_ids"]
+        if window >= len(text) or len(ids) >= wanted:
+            return ids
+        window = min(len(text), max(2 * window, int(window * 1.25 * wanted / max(len(ids), 1))))

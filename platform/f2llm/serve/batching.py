@@ -1,11 +1,18 @@
-"""Dynamic batching: concurrent requests share one forward pass.
+"""Dynamic batching: concurrent requests share one forward pass, within bounds.
 
 Requests put their token id lists on a queue; one loop takes the first waiting request, then
-keeps taking more until `max_batch_size` inputs are gathered or `max_wait_ms` has passed since
-the first, runs the model once in a worker thread (torch releases the GIL, so the event loop
-keeps accepting requests meanwhile), and hands each request its rows. A request larger than
-`max_batch_size` runs alone, in slices of that size. A failure fails only the requests of
-that batch.
+keeps taking more until `max_batch_size` inputs or `max_batch_tokens` tokens are gathered or
+`max_wait_ms` has passed since the first, runs the model in a worker thread (torch releases the
+GIL, so the event loop keeps accepting requests meanwhile), and hands each request its rows.
+
+Bounds, so memory follows the limits and not the traffic:
+- a forward pass holds at most `max_batch_size` rows and `max_batch_tokens` padded tokens
+  (rows x longest, after sorting by length); a longer input runs alone;
+- at most `max_inflight_tokens` tokens are admitted and unanswered; beyond, `submit` raises
+  QueueFull (HTTP 503 + Retry-After) at once. A lone request is always admitted;
+- a request whose caller was cancelled (its client hung up) releases its tokens at once and is
+  skipped when its batch is gathered: nobody computes for a client that is gone.
+A failure fails only the requests of that batch.
 """
 
 from __future__ import annotations
@@ -16,47 +23,80 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 BATCH_INPUTS = Histogram("f2llm_batch_inputs", "inputs per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+DROPPED_INPUTS = Counter("f2llm_dropped_inputs", "queued inputs not computed: their client went away")
+
+
+class QueueFull(RuntimeError):
+    """More tokens than `max_inflight_tokens` would be waiting: come back later (HTTP 503)."""
+
+    retry_after_s = 1
 
 
 @dataclass
 class _Pending:
     ids: list[list[int]]
+    tokens: int
     done: asyncio.Future = field(repr=False)
 
 
 class DynamicBatcher:
-    def __init__(self, run: Callable[[list[list[int]]], torch.Tensor], max_batch_size: int = 64, max_wait_ms: float = 5.0):
+    def __init__(
+        self, run: Callable[[list[list[int]]], torch.Tensor], max_batch_size: int = 64, max_wait_ms: float = 5.0,
+        max_batch_tokens: int = 16384, max_inflight_tokens: int = 262_144,
+    ):
         self._run = run
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_inflight_tokens = max_inflight_tokens
         self.max_wait_s = max_wait_ms / 1000
+        self.inflight_tokens = 0
         self._queue: asyncio.Queue[_Pending] | None = None
         self._loop_task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f2llm-batch")
 
     async def submit(self, ids: list[list[int]]) -> torch.Tensor:
         """-> rows [len(ids), H], once the batch holding them has run."""
+        tokens = sum(map(len, ids))
+        if self.inflight_tokens and self.inflight_tokens + tokens > self.max_inflight_tokens:
+            raise QueueFull(f"{self.inflight_tokens} tokens are already waiting (at most {self.max_inflight_tokens}); retry shortly")
         if self._loop_task is None or self._loop_task.done():
             self._queue = asyncio.Queue()
             self._loop_task = asyncio.get_running_loop().create_task(self._serve())
-        pending = _Pending(ids, asyncio.get_running_loop().create_future())
-        await self._queue.put(pending)
-        return await pending.done
+        pending = _Pending(ids, tokens, asyncio.get_running_loop().create_future())
+        self.inflight_tokens += tokens
+        pending.done.add_done_callback(lambda _: self._release(pending))
+        self._queue.put_nowait(pending)
+        return await pending.done  # a cancelled caller cancels this future too
+
+    def _release(self, pending: _Pending) -> None:
+        self.inflight_tokens -= pending.tokens
+
+    async def _next_live(self, timeout: float | None = None) -> _Pending:
+        """The next queued request whose caller still waits (cancelled ones are counted and dropped)."""
+        while True:
+            pending = await (self._queue.get() if timeout is None else asyncio.wait_for(self._queue.get(), timeout))
+            if not pending.done.cancelled():
+                return pending
+            DROPPED_INPUTS.inc(len(pending.ids))
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0].ids)
+            batch = [await self._next_live()]
+            size, tokens = len(batch[0].ids), batch[0].tokens
             deadline = loop.time() + self.max_wait_s
-            while size < self.max_batch_size and (left := deadline - loop.time()) > 0:
+            while size < self.max_batch_size and tokens < self.max_batch_tokens and (left := deadline - loop.time()) > 0:
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                    batch.append(await self._next_live(left))
                 except TimeoutError:
                     break
-                size += len(batch[-1].ids)
+                size, tokens = size + len(batch[-1].ids), tokens + batch[-1].tokens
+            batch = [pending for pending in batch if not pending.done.cancelled()]  # gone while gathering
+            if not batch:
+                continue
             ids = [row for pending in batch for row in pending.ids]
             try:
                 rows = await loop.run_in_executor(self._executor, self._forward, ids)
@@ -72,9 +112,19 @@ class DynamicBatcher:
                 start += len(pending.ids)
 
     def _forward(self, ids: list[list[int]]) -> torch.Tensor:
+        """Rows in passes of at most max_batch_size rows and max_batch_tokens padded tokens,
+        longest first (similar lengths share a pass: little padding); back in the order given."""
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        passes: list[list[int]] = []
+        for i in order:
+            current = passes[-1] if passes else None
+            if current and len(current) < self.max_batch_size and (len(current) + 1) * len(ids[current[0]]) <= self.max_batch_tokens:
+                current.append(i)
+            else:
+                passes.append([i])
         parts = []
-        for start in range(0, len(ids), self.max_batch_size):
-            chunk = ids[start : start + self.max_batch_size]
-            BATCH_INPUTS.observe(len(chunk))  # inputs per forward pass, on /metrics
-            parts.append(self._run(chunk))
-        return torch.cat(parts)
+        for rows in passes:
+            BATCH_INPUTS.observe(len(rows))  # inputs per forward pass, on /metrics
+            parts.append(self._run([ids[i] for i in rows]))
+        states = torch.cat(parts)
+        return states[torch.argsort(torch.tensor([i for rows in passes for i in rows]))]

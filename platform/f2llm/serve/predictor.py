@@ -8,6 +8,11 @@ root, the pooling mode in its Pooling module, the query prompt in
 Request options, the same in every protocol:
 - `input_type`: "document" (default, no prompt) or "query" (the model's query instruction);
 - `dimensions`: a Matryoshka dim (prefix re-normalised); default the full size.
+
+Inputs are texts, or (OpenAI route) token id lists used as given, as vLLM does: the ids of
+`tokenizer(text)` embed exactly as the text. Limits hold before work: characters and tokens per
+input (`encode_limited`), tokens per request (`max_request_tokens`: texts are tokenised in chunks
+and refused as soon as the sum passes it), tokens in flight (`batching.py`).
 """
 
 from __future__ import annotations
@@ -27,11 +32,16 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from f2llm import storage
 from f2llm.config import ServeConfig
 from f2llm.model.encoder import Encoder
-from f2llm.model.tokenizer import encode_limited
+from f2llm.model.tokenizer import InputTooLong, encode_limited
 from f2llm.serve.batching import DynamicBatcher
 
 INPUT_TYPES = ("document", "query")
 INLINE_CHARS = 16_384  # requests up to this many characters are tokenised on the event loop
+TOKENIZE_CHUNK = 64  # texts per tokenizer call; the request's token sum is checked after each
+
+
+class RequestTooLarge(ValueError):
+    """A request's inputs sum to more than `max_request_tokens` (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class EmbedCall:
     input_type: str = "document"
     dimensions: int | None = None
     v2_id: str | None = None  # set for an open-inference (v2) request
+    token_ids: list[list[int]] | None = None  # instead of texts (then `texts` is empty)
 
 
 @dataclass(frozen=True)
@@ -83,9 +94,16 @@ class EmbeddingPredictor(Model):
 
     def load(self) -> bool:
         self.exported = ExportedModel.load(self.cfg.model, self.cfg.max_input_tokens, self.cfg.device)
-        self.batcher = DynamicBatcher(self._forward, self.cfg.max_batch_size, self.cfg.max_wait_ms)
+        cfg = self.cfg
+        self.batcher = DynamicBatcher(self._forward, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_batch_tokens,
+                                      cfg.max_inflight_tokens)
         self.ready = True
         return self.ready
+
+    def stop(self) -> None:
+        """Unloaded (model control): the weights go; `load` brings them back."""
+        self.ready = False
+        self.exported = self.batcher = None
 
     @property
     def dims(self) -> list[int]:
@@ -98,44 +116,91 @@ class EmbeddingPredictor(Model):
     # --- the one embedding path of every protocol
     def check(self, call: EmbedCall) -> None:
         """Raise InvalidInput (HTTP 400) naming what is wrong with a request."""
-        if not call.texts:
+        inputs = call.texts if call.token_ids is None else call.token_ids
+        if not inputs:
             raise InvalidInput("input is empty: give at least one text")
-        if len(call.texts) > self.cfg.max_inputs:
-            raise InvalidInput(f"{len(call.texts)} inputs; at most {self.cfg.max_inputs} per request")
-        for i, text in enumerate(call.texts):
-            if not isinstance(text, str):
-                raise InvalidInput(f"input {i} is {type(text).__name__}, not a string")
-            if not text:
-                raise InvalidInput(f"input {i} is an empty string")
+        if len(inputs) > self.cfg.max_inputs:
+            raise InvalidInput(f"{len(inputs)} inputs; at most {self.cfg.max_inputs} per request")
+        if call.token_ids is None:
+            for i, text in enumerate(call.texts):
+                if not isinstance(text, str):
+                    raise InvalidInput(f"input {i} is {type(text).__name__}, not a string")
+                if not text:
+                    raise InvalidInput(f"input {i} is an empty string")
+        else:
+            self._check_ids(call)
         if call.input_type not in INPUT_TYPES:
             raise InvalidInput(f"input_type {call.input_type!r} is not one of {', '.join(INPUT_TYPES)}")
-        if call.dimensions is not None and call.dimensions not in self.dims:
-            raise InvalidInput(f"dimensions {call.dimensions} is not supported; supported: {self.dims}")
+        if call.dimensions is not None and (type(call.dimensions) is not int or call.dimensions not in self.dims):
+            raise InvalidInput(f"dimensions {call.dimensions!r} is not supported; supported: {self.dims}")
+
+    def _check_ids(self, call: EmbedCall) -> None:
+        vocab = self.exported.encoder.model.config.vocab_size
+        for i, row in enumerate(call.token_ids):
+            if not row:
+                raise InvalidInput(f"input {i} is an empty list of token ids")
+            bad = next((t for t in row if type(t) is not int or not 0 <= t < vocab), None)
+            if bad is not None:
+                raise InvalidInput(f"input {i} has token id {bad!r}; ids are integers in [0, {vocab})")
+        if call.input_type != "document":
+            raise InvalidInput("input_type 'query' needs text input: with token ids, include the instruction's ids yourself")
 
     async def embed(self, call: EmbedCall) -> Embedded:
         self.check(call)
-        prompt = self.exported.prompts.get(call.input_type, "")
-        texts = [prompt + t for t in call.texts]
-        reject = self.cfg.on_too_long == "reject"
-        tokenizer = self.exported.encoder.tokenizer
-        if sum(map(len, texts)) < INLINE_CHARS:  # cheaper than a hop to a thread
-            ids = encode_limited(tokenizer, texts, self.cfg.max_input_tokens, reject)
-        else:  # a big request must not stall the event loop
-            ids = await asyncio.get_running_loop().run_in_executor(
-                None, encode_limited, tokenizer, texts, self.cfg.max_input_tokens, reject
-            )
+        ids = self._limited_ids(call.token_ids) if call.token_ids is not None else await self._tokenize(call)
         rows = await self.batcher.submit(ids)
         dim = call.dimensions or self.dims[0]
         vectors = F.normalize(rows[:, :dim], dim=-1).numpy()
         return Embedded(vectors, sum(map(len, ids)), call)
+
+    async def _tokenize(self, call: EmbedCall) -> list[list[int]]:
+        prompt = self.exported.prompts.get(call.input_type, "")
+        texts = [prompt + t for t in call.texts]
+        if sum(map(len, texts)) < INLINE_CHARS:  # cheaper than a hop to a thread
+            return self._tokenize_chunks(texts)
+        # a big request must not stall the event loop
+        return await asyncio.get_running_loop().run_in_executor(None, self._tokenize_chunks, texts)
+
+    def _tokenize_chunks(self, texts: list[str]) -> list[list[int]]:
+        tokenizer, cfg = self.exported.encoder.tokenizer, self.cfg
+        ids: list[list[int]] = []
+        for start in range(0, len(texts), TOKENIZE_CHUNK):
+            try:
+                ids += encode_limited(tokenizer, texts[start : start + TOKENIZE_CHUNK], cfg.max_input_tokens,
+                                      cfg.on_too_long == "reject")
+            except InputTooLong as exc:  # renumbered from the chunk to the request
+                raise InputTooLong(exc.index + start, exc.tokens, exc.limit, exc.at_least) from None
+            self._check_total(ids)
+        return ids
+
+    def _limited_ids(self, token_ids: list[list[int]]) -> list[list[int]]:
+        """Token ids as given; one over max_input_tokens is cut by the EOS rule, or refused."""
+        limit, eos = self.cfg.max_input_tokens, self.exported.encoder.tokenizer.eos_token_id
+        for i, row in enumerate(token_ids):
+            if len(row) > limit and self.cfg.on_too_long == "reject":
+                raise InputTooLong(i, len(row), limit)
+        ids = [row if len(row) <= limit else row[: limit - 1] + [eos] for row in token_ids]
+        self._check_total(ids)
+        return ids
+
+    def _check_total(self, ids: list[list[int]]) -> None:
+        total = sum(map(len, ids))
+        if total > self.cfg.max_request_tokens:
+            raise RequestTooLarge(f"the request holds at least {total} tokens; at most {self.cfg.max_request_tokens} per request")
 
     # --- KServe v1 / v2
     async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> EmbedCall:
         if isinstance(payload, InferRequest):
             if len(payload.inputs) != 1 or payload.inputs[0].datatype != "BYTES":
                 raise InvalidInput("expected one BYTES input tensor of texts")
-            data = payload.inputs[0].data
-            texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in (data or [])]
+            tensor = payload.inputs[0]
+            data = tensor.data or []
+            if tensor.shape not in ([len(data)], [len(data), 1]):
+                raise InvalidInput(f"input {tensor.name!r} has shape {tensor.shape} but holds {len(data)} texts")
+            try:
+                texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in data]
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(f"a text of input {tensor.name!r} is not UTF-8: {exc}") from None
             params = payload.parameters or {}  # REST v2: plain values
             return EmbedCall(texts, params.get("input_type", "document"), params.get("dimensions"),
                              v2_id=payload.id or str(uuid.uuid4()))

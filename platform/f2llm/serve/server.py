@@ -1,85 +1,198 @@
-"""`f2llm serve`: a KServe ModelServer around our predictor, on one port.
+"""`f2llm serve`: KServe's v1 and v2 protocols and our OpenAI routes around one predictor, on uvicorn.
 
-KServe gives v1 (`/v1/models/{name}:predict`), v2 / open inference (`/v2/models/{name}/infer`),
-health and readiness (`/v2/health/ready`, `/v1/models/{name}`) and Prometheus `/metrics`; we add
-the OpenAI routes (`openai_api.py`), a request body limit (413 before anything is parsed) and the
-mapping of an over-long input to 413 on every protocol.
+KServe does the protocols: its DataPlane, its v1/v2 route handlers, its model repository. We
+assemble the app and the HTTP server ourselves instead of through `kserve.ModelServer`, because
+what makes a server safe to expose is fixed in that assembly:
+- host: ModelServer binds 0.0.0.0; here `--host` (default loopback; the ServingRuntimes pass 0.0.0.0);
+- model control: KServe mounts /v2/repository load/unload for anyone; here they exist only with
+  `model_control`, behind the F2LLM_CONTROL_TOKEN bearer token, and `load` really reloads;
+- readiness: KServe's `/v2/health/ready` stays ready with no model loaded; ours says whether this
+  model can serve (the chart's readiness probe);
+- errors: KServe logs a traceback per 400 and names any other exception in a 500; ours answer in
+  each protocol's shape without tracebacks for bad requests, and the edge (`guard.py`) turns
+  anything unexpected into a bare 500 that keeps the connection;
+- time: uvicorn closes idle keep-alive connections only; `head_deadline` also bounds how long a
+  request head may take to arrive (slowloris).
 """
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
+import hmac
+import logging
+import os
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+from kserve.model_repository import ModelRepository
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+from prometheus_client import REGISTRY, exposition
+from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from f2llm.config import ServeConfig
 from f2llm.model.tokenizer import InputTooLong
-from f2llm.serve.predictor import EmbeddingPredictor
+from f2llm.serve import openai_api
+from f2llm.serve.batching import QueueFull
+from f2llm.serve.guard import Guard, error_response
+from f2llm.serve.predictor import EmbeddingPredictor, RequestTooLarge
+
+CONTROL_TOKEN_ENV = "F2LLM_CONTROL_TOKEN"
+log = logging.getLogger("f2llm.serve")
+
+STATUS = {  # request errors -> HTTP status, the same on every protocol
+    InvalidInput: 400, ModelNotFound: 404, InputTooLong: 413, RequestTooLarge: 413,
+    ModelNotReady: 503, ServerNotReady: 503, QueueFull: 503, NotImplementedError: 501,
+}
 
 
-class BodyLimit:
-    """ASGI middleware: bodies over `max_bytes` get 413, by Content-Length or while streaming."""
+class OneModel(ModelRepository):
+    """KServe's model repository holding the one configured model; `load` builds it again."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
+    def __init__(self, cfg: ServeConfig):
+        super().__init__(models_dir=cfg.model)
+        self.cfg = cfg
 
-    def _too_large(self) -> JSONResponse:
-        return JSONResponse({"error": {"message": f"request body over {self.max_bytes} bytes",
-                                       "type": "invalid_request_error", "param": None, "code": "request_too_large"}},
-                            status_code=413)
+    def load(self, name: str) -> bool:
+        predictor = EmbeddingPredictor(self.cfg)
+        predictor.load()
+        self.update(predictor)
+        return predictor.ready
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._too_large()(scope, receive, send)
-        seen = 0
-        started = False
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _Overflow
-            return message
-
-        async def tracked(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except _Overflow:
-            if not started:
-                await self._too_large()(scope, receive, send)
+    def serving(self) -> EmbeddingPredictor | None:
+        model = self.get_model(self.cfg.name)
+        return model if model is not None and model.ready else None
 
 
-class _Overflow(Exception):
-    pass
+def build_app(cfg: ServeConfig, repository: OneModel) -> FastAPI:
+    """The ASGI app: health, metrics, KServe v1/v2, OpenAI routes, model control if asked; guarded."""
+    app = FastAPI(title="f2llm serve", docs_url=None, redoc_url=None, openapi_url=None)
+    dataplane = DataPlane(model_registry=repository)
+
+    async def ready(request: Request):
+        if repository.serving() is None:
+            return error_response(request.url.path, 503, f"model {cfg.name!r} is not loaded")
+        return {"ready": True}
+
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
+        return Response(encoder(REGISTRY), headers={"content-type": content_type})
+
+    async def control_off(request: Request):
+        return error_response(request.url.path, 404, "model control is off (f2llm serve --model-control)")
+
+    # Routes match in the order added: ours shadow KServe's readiness and repository routes.
+    app.add_api_route("/v2/health/ready", ready)
+    if cfg.model_control:
+        _control_routes(app, repository)
+    else:
+        app.add_api_route("/v2/repository/{rest:path}", control_off, methods=["GET", "POST", "PUT", "DELETE"])
+    app.add_api_route("/metrics", metrics)
+    app.add_api_route("/", dataplane.live)
+    register_v1_endpoints(app, dataplane, None)
+    register_v2_endpoints(app, dataplane, None)
+    openai_api.install(app, repository.serving)
+    _error_handlers(app)
+    app.add_middleware(Guard, max_bytes=cfg.max_request_bytes, body_timeout_s=cfg.body_timeout_s)
+    return app
 
 
-def build(cfg: ServeConfig):
-    """-> (ModelServer, loaded predictor), routes installed, not yet started."""
-    import kserve
-    from kserve.model_server import app
+def _control_routes(app: FastAPI, repository: OneModel) -> None:
+    """Triton's model repository extension (KServe's implementation), for holders of the token."""
+    token = os.environ.get(CONTROL_TOKEN_ENV, "")
+    if len(token) < 16:
+        raise SystemExit(f"model_control needs a secret of at least 16 characters in ${CONTROL_TOKEN_ENV}")
+    extension = ModelRepositoryExtension(model_registry=repository)
 
-    from f2llm.serve import openai_api
+    def control(action):
+        async def route(model_name: str, request: Request):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return error_response(request.url.path, 401, "model control needs the bearer token",
+                                      headers={"www-authenticate": "Bearer"})
+            if model_name != repository.cfg.name:
+                raise ModelNotFound(model_name)
+            await getattr(extension, action)(model_name)
+            log.info("model %s: %s", model_name, action)
+            return {"name": model_name, action: True}
+        return route
 
-    predictor = EmbeddingPredictor(cfg)
-    predictor.load()
-    openai_api.install(app, predictor)
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_request_bytes)
+    for action in ("load", "unload"):
+        app.add_api_route(f"/v2/repository/models/{{model_name}}/{action}", control(action), methods=["POST"])
 
-    async def too_long(_, exc: InputTooLong):
-        return JSONResponse({"error": str(exc)}, status_code=413)
 
-    app.add_exception_handler(InputTooLong, too_long)
-    server = kserve.ModelServer(http_port=cfg.http_port, enable_grpc=False, workers=1, enable_docs_url=False)
-    return server, predictor
+def _error_handlers(app: FastAPI) -> None:
+    async def request_error(request: Request, exc: Exception):
+        status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+        log.info("%s %s: %d %s", request.method, request.url.path, status, exc)
+        retry = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+        return error_response(request.url.path, status, str(exc), headers=retry)
+
+    async def http_error(request: Request, exc: HTTPException):
+        return error_response(request.url.path, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]  # its "input" (the caller's own data) is not echoed back
+        where = ".".join(str(part) for part in first["loc"])
+        return error_response(request.url.path, 400, f"{where}: {first['msg']}")
+
+    for kind in STATUS:
+        app.add_exception_handler(kind, request_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_body)
+
+
+def head_deadline(timeout_s: float) -> type[HttpToolsProtocol]:
+    """uvicorn's HTTP/1.1 protocol with a deadline on each request head: a connection whose head is
+    not complete `timeout_s` after it connected, or after the request began, is closed."""
+
+    class HeadDeadline(HttpToolsProtocol):
+        _head_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self):
+            super().on_message_begin()
+            if self._head_timer is None:  # the next request on a keep-alive connection
+                self._arm()
+
+        def on_headers_complete(self):
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self):
+            self._head_timer = self.loop.call_later(timeout_s, self._overdue)
+
+        def _disarm(self):
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _overdue(self):
+            self._head_timer = None
+            log.info("a request head took over %g s: connection closed", timeout_s)
+            self.transport.close()
+
+    return HeadDeadline
 
 
 def serve(cfg: ServeConfig) -> None:
-    server, predictor = build(cfg)
-    server.start([predictor])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    repository = OneModel(cfg)
+    repository.load(cfg.name)
+    app = build_app(cfg, repository)
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.http_port, http=head_deadline(cfg.header_timeout_s),
+                            timeout_keep_alive=cfg.keep_alive_s, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run()
