@@ -30,12 +30,18 @@ def build_tiny_model(cfg: TinyModelConfig, texts: Iterable[str], out_dir: str | 
         num_key_value_heads=cfg.num_kv_heads,
         head_dim=cfg.head_dim,
         max_position_embeddings=8192,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(cfg.seed)
+    return save_random_model(config, tokenizer, out_dir, cfg.seed)
+
+
+def save_random_model(config: Qwen3Config, tokenizer, out_dir: str | Path, seed: int = 0) -> Path:
+    """A seeded, randomly initialised Qwen3 of `config`'s shape with `tokenizer`'s special ids, saved
+    as a checkpoint: the tiny model, or a recipe shape for benchmarks (random weights, real size)."""
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens; the model's vocabulary only {config.vocab_size}")
+    config.pad_token_id, config.eos_token_id, config.bos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id, None
+    torch.manual_seed(seed)
     model = Qwen3Model(config)
     out = Path(out_dir)
     model.save_pretrained(out)
