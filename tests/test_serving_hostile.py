@@ -98,6 +98,8 @@ def closed_within(sock: socket.socket, seconds: float) -> bytes | None:
             received += chunk
     except TimeoutError:
         return None
+    except ConnectionResetError:  # closed with our bytes unread
+        pass
     return received
 
 
@@ -285,12 +287,18 @@ def test_requests_of_clients_that_hung_up_are_not_computed(server):
     busy = threading.Thread(target=lambda: httpx.post(f"{url}{OPENAI}", content=busy_body,
                                                       headers={"content-type": "application/json"}, timeout=120))
     busy.start()
-    time.sleep(0.5)  # its forward passes are running
+    deadline = time.time() + 30
+    while metric(url, "f2llm_inflight_tokens") < 8 * 8192 and time.time() < deadline:
+        time.sleep(0.05)  # until its forward passes are under way
     small = json.dumps({"input": [f"text number {i}" for i in range(8)]}).encode()
     queued = [socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) for _ in range(20)]
+    waiting = metric(url, "f2llm_inflight_tokens")  # the busy request's
     for sock in queued:  # tokenised at once, then they wait behind the busy request
         sock.sendall(raw_request("POST", OPENAI, small))
-    time.sleep(0.2)
+    deadline = time.time() + 30
+    while metric(url, "f2llm_inflight_tokens") < waiting + 20 * 8 * 2 and time.time() < deadline:
+        time.sleep(0.05)  # every input is at least 2 tokens (text, EOS)
+    assert busy.is_alive(), "the busy request ended before the queue filled: make it longer"
     for sock in queued:
         sock.close()
     abandoned = [socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) for _ in range(20)]
@@ -337,6 +345,9 @@ BAD = [  # (path, raw JSON body, status, a word of the message)
     (OPENAI, b'{"input": [5, 6], "input_type": "query"}', 400, "needs text input"),
     (OPENAI, b'{"input": "a", "dimensions": 1e308}', 400, "dimensions"),
     (OPENAI, b"", 400, "JSON"),
+    (V1, b"", 400, "empty"),
+    (V1, b'{"instances": ["a"], "x": ' + NESTED + b', "x": 1}', 400, "JSON"),  # a duplicate key hides nothing
+    (OPENAI, b'{"input": [' + b"[1]," * 20_000 + b"[1]]}", 400, "arrays and objects"),
 ]
 
 
@@ -350,6 +361,20 @@ def test_bad_input_is_a_4xx_in_the_protocols_shape(server, path, body, status, w
     if path == OPENAI:
         assert error["type"] == "invalid_request_error" and set(error) == {"message", "type", "param", "code"}
     assert word in message and not any(leak in message for leak in LEAKS), message
+
+
+@pytest.mark.parametrize("headers", [{"content-type": "application/json; charset=utf-8"},  # KServe: raw bytes to v1
+                                     {"content-type": "application/json", "ce-specversion": "1.0", "ce-id": "1"},
+                                     {"content-type": "application/json", "inference-header-content-length": "2"}])
+def test_kserve_body_forms_are_4xx_too(server, headers):
+    url, _, _ = server
+    body = b'{"instances": ["a"], "x": ' + NESTED + b', "x": 1}'
+    for path in (V1, V2):
+        response = httpx.post(f"{url}{path}", content=body, headers=headers)
+        assert 400 <= response.status_code < 500 and not any(leak in response.text for leak in LEAKS), response.text
+    if "charset" in headers["content-type"]:
+        ok = httpx.post(f"{url}{V1}", content=b'{"instances": ["a"]}', headers=headers)
+        assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
 
 
 def test_a_keep_alive_connection_survives_every_error(server):
@@ -439,6 +464,7 @@ def test_a_hang_up_mid_body_is_no_error(server):
 def test_metrics_count_every_status(server):
     url, _, _ = server
     before = {code: metric(url, "f2llm_http_responses_total", code=code, protocol="openai") for code in ("400", "413", "415")}
+    v1_before = metric(url, "f2llm_http_responses_total", code="400", protocol="v1")
     httpx.post(f"{url}{OPENAI}", content=b"{", headers={"content-type": "application/json"})
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:  # declared, never sent
         sock.sendall(f"POST {OPENAI} HTTP/1.1\r\nHost: x\r\ncontent-length: {8 * 2**20 + 1}\r\n\r\n".encode())
@@ -446,7 +472,8 @@ def test_metrics_count_every_status(server):
     httpx.post(f"{url}{OPENAI}", content=b"{}", headers={"content-type": "text/plain"})
     for code in before:
         assert metric(url, "f2llm_http_responses_total", code=code, protocol="openai") == before[code] + 1, code
-    assert metric(url, "f2llm_http_responses_total", code="400", protocol="v1") >= 1  # the bad-input tests' v1 requests
+    httpx.post(f"{url}{V1}", json={"instances": [1]})
+    assert metric(url, "f2llm_http_responses_total", code="400", protocol="v1") == v1_before + 1
 
 
 def test_a_slow_head_is_cut_off(server):
@@ -456,6 +483,28 @@ def test_a_slow_head_is_cut_off(server):
         assert closed_within(sock, HEAD_TIMEOUT_S + 3) == b""
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:  # an idle connection too
         assert closed_within(sock, HEAD_TIMEOUT_S + 3) == b""
+
+
+def test_a_lone_crlf_after_a_request_does_not_hold_the_connection(server):
+    url, _, _ = server
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(raw_request("POST", OPENAI, b'{"input": "a"}'))
+        assert read_response(sock)[0] == 200
+        sock.sendall(b"\r\n")  # skipped by the parser, yet it cancels uvicorn's keep-alive timer
+        assert closed_within(sock, HEAD_TIMEOUT_S + 3) == b""
+
+
+def test_an_oversized_head_is_cut_off(server):
+    url, _, _ = server
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(40):  # 40 x 4 KB headers, never the blank line
+                sock.sendall(b"x-filler: " + b"y" * 4096 + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert closed_within(sock, 1.5) is not None  # well before the head deadline
+    assert httpx.get(f"{url}/metrics").status_code == 200  # a normal head of a few KB is fine
 
 
 def test_a_slow_body_gets_408_and_the_connection_closes(server):

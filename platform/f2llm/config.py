@@ -333,8 +333,10 @@ class ServeConfig(_Strict):
     max_request_tokens: int = Field(300_000, ge=2)  # summed over a request's inputs (OpenAI's limit); over: 413
     max_inflight_tokens: int = Field(262_144, ge=2)  # admitted, not yet answered; over: 503 + Retry-After
     max_request_bytes: int = Field(8 * 2**20, ge=1024)  # larger bodies: HTTP 413
+    max_buffered_bytes: int = Field(64 * 2**20, ge=1024)  # bodies held at once, all requests; over: 503
+    max_connections: int = Field(512, ge=1)  # uvicorn's limit_concurrency; over: 503
     header_timeout_s: float = Field(10.0, gt=0)  # a request's head must arrive within this
     body_timeout_s: float = Field(30.0, gt=0)  # its body within this of the head; else 408
     keep_alive_s: int = Field(65, ge=1)  # an idle keep-alive connection is closed after this (KServe's value)
-    model_control: bool = False  # /v2/repository load/unload/index, with F2LLM_CONTROL_TOKEN as a bearer token
+    model_control: bool = False  # /v2/repository load/unload, with F2LLM_CONTROL_TOKEN as a bearer token
     device: str = "auto"  # auto: cuda when present

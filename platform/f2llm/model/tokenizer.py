@@ -113,7 +113,9 @@ def _prefix_ids(tokenizer: PreTrainedTokenizerBase, text: str, wanted: int) -> l
     which may differ from the whole text's (the cut can fall inside a word).
 
     Byte-level BPE merges within a pre-token (a word), so a cut changes only the word it falls in;
-    the margin covers it. The window grows by the observed characters per token, so it ends within
+    the margin covers it (a heuristic bound: a merge cascade reaching further back within one long
+    word is possible in principle; tests compare with whole-text tokenisation across the sample's
+    scripts). The window grows 2-4x a step by the observed characters per token, so it ends within
     a small factor of the characters the kept tokens cover, whatever the input's length.
     """
     window = wanted
@@ -121,4 +123,5 @@ def _prefix_ids(tokenizer: PreTrainedTokenizerBase, text: str, wanted: int) -> l
         ids = tokenizer(text[:window], add_special_tokens=False)["input_ids"]
         if window >= len(text) or len(ids) >= wanted:
             return ids
-        window = min(len(text), max(2 * window, int(window * 1.25 * wanted / max(len(ids), 1))))
+        # grow by the observed characters per token, at least 2x and at most 4x a step
+        window = min(len(text), 4 * window, max(2 * window, int(window * 1.25 * wanted / max(len(ids), 1))))

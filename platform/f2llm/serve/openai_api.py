@@ -28,7 +28,7 @@ from kserve.errors import InvalidInput
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
 from f2llm.model.tokenizer import InputTooLong
-from f2llm.serve.batching import QueueFull
+from f2llm.serve.batching import Closed, QueueFull
 from f2llm.serve.guard import error_response
 from f2llm.serve.predictor import EmbedCall, EmbeddingPredictor, RequestTooLarge
 
@@ -82,6 +82,8 @@ def install(app: FastAPI, serving: Callable[[], EmbeddingPredictor | None]) -> N
             return error(413, str(exc), param="input", code="request_too_large")
         except QueueFull as exc:
             return error(503, str(exc), code="server_busy", headers={"retry-after": str(exc.retry_after_s)})
+        except Closed:
+            return error(503, "the model is not loaded", code="model_not_loaded")
         data = [
             {"object": "embedding", "index": i,
              "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode() if req.encoding_format == "base64" else row}

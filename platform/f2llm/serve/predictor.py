@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import reprlib
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import torch
 import torch.nn.functional as F
 from kserve import Model
@@ -101,9 +103,10 @@ class EmbeddingPredictor(Model):
         return self.ready
 
     def stop(self) -> None:
-        """Unloaded (model control): the weights go; `load` brings them back."""
+        """Unloaded (model control): new requests get 503, queued ones finish, then nothing holds
+        the weights any more; `load` builds a new predictor."""
         self.ready = False
-        self.exported = self.batcher = None
+        self.batcher.close()
 
     @property
     def dims(self) -> list[int]:
@@ -130,23 +133,24 @@ class EmbeddingPredictor(Model):
         else:
             self._check_ids(call)
         if call.input_type not in INPUT_TYPES:
-            raise InvalidInput(f"input_type {call.input_type!r} is not one of {', '.join(INPUT_TYPES)}")
+            raise InvalidInput(f"input_type {reprlib.repr(call.input_type)} is not one of {', '.join(INPUT_TYPES)}")
         if call.dimensions is not None and (type(call.dimensions) is not int or call.dimensions not in self.dims):
-            raise InvalidInput(f"dimensions {call.dimensions!r} is not supported; supported: {self.dims}")
+            raise InvalidInput(f"dimensions {reprlib.repr(call.dimensions)} is not supported; supported: {self.dims}")
 
     def _check_ids(self, call: EmbedCall) -> None:
-        vocab = self.exported.encoder.model.config.vocab_size
+        vocab = self.exported.encoder.model.get_input_embeddings().num_embeddings
         for i, row in enumerate(call.token_ids):
             if not row:
                 raise InvalidInput(f"input {i} is an empty list of token ids")
             bad = next((t for t in row if type(t) is not int or not 0 <= t < vocab), None)
             if bad is not None:
-                raise InvalidInput(f"input {i} has token id {bad!r}; ids are integers in [0, {vocab})")
+                raise InvalidInput(f"input {i} has token id {reprlib.repr(bad)}; ids are integers in [0, {vocab})")
         if call.input_type != "document":
             raise InvalidInput("input_type 'query' needs text input: with token ids, include the instruction's ids yourself")
 
     async def embed(self, call: EmbedCall) -> Embedded:
         self.check(call)
+        self.batcher.check_room()  # a full server says so before tokenising
         ids = self._limited_ids(call.token_ids) if call.token_ids is not None else await self._tokenize(call)
         rows = await self.batcher.submit(ids)
         dim = call.dimensions or self.dims[0]
@@ -206,8 +210,8 @@ class EmbeddingPredictor(Model):
                              v2_id=payload.id or str(uuid.uuid4()))
         if isinstance(payload, bytes):  # v1 sent without a JSON content type: KServe passes the raw body
             try:
-                payload = json.loads(payload.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                payload = orjson.loads(payload)  # no recursion: depth is bounded by the parser
+            except orjson.JSONDecodeError as exc:
                 raise InvalidInput(f"the request body is not UTF-8 JSON: {exc}") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
             raise InvalidInput('expected {"instances": [text, ...]}')

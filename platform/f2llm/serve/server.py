@@ -38,7 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from f2llm.config import ServeConfig
 from f2llm.model.tokenizer import InputTooLong
 from f2llm.serve import openai_api
-from f2llm.serve.batching import QueueFull
+from f2llm.serve.batching import Closed, QueueFull
 from f2llm.serve.guard import Guard, error_response
 from f2llm.serve.predictor import EmbeddingPredictor, RequestTooLarge
 
@@ -47,7 +47,7 @@ log = logging.getLogger("f2llm.serve")
 
 STATUS = {  # request errors -> HTTP status, the same on every protocol
     InvalidInput: 400, ModelNotFound: 404, InputTooLong: 413, RequestTooLarge: 413,
-    ModelNotReady: 503, ServerNotReady: 503, QueueFull: 503, NotImplementedError: 501,
+    ModelNotReady: 503, ServerNotReady: 503, QueueFull: 503, Closed: 503, NotImplementedError: 501,
 }
 
 
@@ -59,6 +59,8 @@ class OneModel(ModelRepository):
         self.cfg = cfg
 
     def load(self, name: str) -> bool:
+        if self.serving() is not None:  # loaded already: never two copies of the weights
+            return True
         predictor = EmbeddingPredictor(self.cfg)
         predictor.load()
         self.update(predictor)
@@ -98,7 +100,8 @@ def build_app(cfg: ServeConfig, repository: OneModel) -> FastAPI:
     register_v2_endpoints(app, dataplane, None)
     openai_api.install(app, repository.serving)
     _error_handlers(app)
-    app.add_middleware(Guard, max_bytes=cfg.max_request_bytes, body_timeout_s=cfg.body_timeout_s)
+    app.add_middleware(Guard, max_bytes=cfg.max_request_bytes, body_timeout_s=cfg.body_timeout_s,
+                       max_buffered_bytes=cfg.max_buffered_bytes)
     return app
 
 
@@ -147,21 +150,32 @@ def _error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_body)
 
 
+MAX_HEAD_BYTES = 65_536  # request line and headers
+
+
 def head_deadline(timeout_s: float) -> type[HttpToolsProtocol]:
-    """uvicorn's HTTP/1.1 protocol with a deadline on each request head: a connection whose head is
-    not complete `timeout_s` after it connected, or after the request began, is closed."""
+    """uvicorn's HTTP/1.1 protocol with bounds on each request head: a connection whose head is not
+    complete `timeout_s` after it connected, or after its first byte arrived between requests (a
+    lone CRLF included), or that sends more than MAX_HEAD_BYTES of head, is closed."""
 
     class HeadDeadline(HttpToolsProtocol):
         _head_timer = None
+        _head_bytes = 0
 
         def connection_made(self, transport):
             super().connection_made(transport)
             self._arm()
 
-        def on_message_begin(self):
-            super().on_message_begin()
-            if self._head_timer is None:  # the next request on a keep-alive connection
-                self._arm()
+        def data_received(self, data: bytes) -> None:
+            if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()  # bytes between requests: a head has begun
+            super().data_received(data)
+            if self._head_timer is not None:  # still no complete head: all of `data` was head
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    log.info("a request head over %d bytes: connection closed", MAX_HEAD_BYTES)
+                    self._disarm()
+                    self.transport.close()
 
         def on_headers_complete(self):
             self._disarm()
@@ -172,6 +186,7 @@ def head_deadline(timeout_s: float) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def _arm(self):
+            self._head_bytes = 0
             self._head_timer = self.loop.call_later(timeout_s, self._overdue)
 
         def _disarm(self):
@@ -193,6 +208,6 @@ def serve(cfg: ServeConfig) -> None:
     repository.load(cfg.name)
     app = build_app(cfg, repository)
     config = uvicorn.Config(app, host=cfg.host, port=cfg.http_port, http=head_deadline(cfg.header_timeout_s),
-                            timeout_keep_alive=cfg.keep_alive_s, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=30)
+                            timeout_keep_alive=cfg.keep_alive_s, limit_concurrency=cfg.max_connections,
+                            log_config=None, access_log=False, timeout_graceful_shutdown=30)
     uvicorn.Server(config).run()
