@@ -200,11 +200,11 @@ class EmbeddingPredictor(Model):
             tensor = payload.inputs[0]
             data = tensor.data or []
             if tensor.shape not in ([len(data)], [len(data), 1]):
-                raise InvalidInput(f"input {tensor.name!r} has shape {tensor.shape} but holds {len(data)} texts")
+                raise InvalidInput(f"input {reprlib.repr(tensor.name)} has shape {reprlib.repr(tensor.shape)} but holds {len(data)} texts")
             try:
                 texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in data]
             except UnicodeDecodeError as exc:
-                raise InvalidInput(f"a text of input {tensor.name!r} is not UTF-8: {exc}") from None
+                raise InvalidInput(f"a text of input {reprlib.repr(tensor.name)} is not UTF-8: {exc}") from None
             params = payload.parameters or {}  # REST v2: plain values
             return EmbedCall(texts, params.get("input_type", "document"), params.get("dimensions"),
                              v2_id=payload.id or str(uuid.uuid4()))
