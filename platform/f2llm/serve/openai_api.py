@@ -24,13 +24,10 @@ from typing import Callable, Literal
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from kserve.errors import InvalidInput
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from f2llm.model.tokenizer import InputTooLong
-from f2llm.serve.batching import Closed, QueueFull
 from f2llm.serve.guard import error_response
-from f2llm.serve.predictor import EmbedCall, EmbeddingPredictor, RequestTooLarge
+from f2llm.serve.predictor import EmbedCall, EmbeddingPredictor
 
 PATH = "/openai/v1/embeddings"
 INPUT_SHAPES = "input must be a string, a list of strings, a list of token ids (integers) or a list of such lists"
@@ -47,8 +44,8 @@ class EmbeddingRequest(BaseModel):
     user: StrictStr | None = None
 
 
-def error(status: int, message: str, param: str | None = None, code: str | None = None, headers=None) -> Response:
-    return error_response(PATH, status, message, code=code, param=param, headers=headers)
+def error(status: int, message: str, param: str | None = None, code: str | None = None) -> Response:
+    return error_response(PATH, status, message, code=code, param=param)
 
 
 def install(app: FastAPI, serving: Callable[[], EmbeddingPredictor | None]) -> None:
@@ -72,18 +69,7 @@ def install(app: FastAPI, serving: Callable[[], EmbeddingPredictor | None]) -> N
         if req.model is not None and req.model != predictor.name:
             return error(404, f"model {req.model!r} is not served here; this server serves {predictor.name!r}",
                          param="model", code="model_not_found")
-        try:
-            result = await predictor.embed(_call(req))
-        except InvalidInput as exc:
-            return error(400, str(exc), param="input")
-        except InputTooLong as exc:
-            return error(413, str(exc), param="input", code="input_too_long")
-        except RequestTooLarge as exc:
-            return error(413, str(exc), param="input", code="request_too_large")
-        except QueueFull as exc:
-            return error(503, str(exc), code="server_busy", headers={"retry-after": str(exc.retry_after_s)})
-        except Closed:
-            return error(503, "the model is not loaded", code="model_not_loaded")
+        result = await predictor.embed(_call(req))  # its errors: the server's handlers (`server.ERRORS`)
         data = [
             {"object": "embedding", "index": i,
              "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode() if req.encoding_format == "base64" else row}

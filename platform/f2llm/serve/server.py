@@ -45,9 +45,10 @@ from f2llm.serve.predictor import EmbeddingPredictor, RequestTooLarge
 CONTROL_TOKEN_ENV = "F2LLM_CONTROL_TOKEN"
 log = logging.getLogger("f2llm.serve")
 
-STATUS = {  # request errors -> HTTP status, the same on every protocol
-    InvalidInput: 400, ModelNotFound: 404, InputTooLong: 413, RequestTooLarge: 413,
-    ModelNotReady: 503, ServerNotReady: 503, QueueFull: 503, Closed: 503, NotImplementedError: 501,
+ERRORS = {  # request errors -> (HTTP status, OpenAI error code), the same on every protocol
+    InvalidInput: (400, None), ModelNotFound: (404, "model_not_found"), InputTooLong: (413, "input_too_long"),
+    RequestTooLarge: (413, "request_too_large"), ModelNotReady: (503, None), ServerNotReady: (503, None),
+    QueueFull: (503, "server_busy"), Closed: (503, "model_not_loaded"), NotImplementedError: (501, None),
 }
 
 
@@ -131,10 +132,10 @@ def _control_routes(app: FastAPI, repository: OneModel) -> None:
 
 def _error_handlers(app: FastAPI) -> None:
     async def request_error(request: Request, exc: Exception):
-        status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+        status, code = next(answer for kind, answer in ERRORS.items() if isinstance(exc, kind))
         log.info("%s %s: %d %s", request.method, request.url.path, status, exc)
         retry = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
-        return error_response(request.url.path, status, str(exc), headers=retry)
+        return error_response(request.url.path, status, str(exc), code=code, headers=retry)
 
     async def http_error(request: Request, exc: HTTPException):
         return error_response(request.url.path, exc.status_code, str(exc.detail), headers=exc.headers)
@@ -144,7 +145,7 @@ def _error_handlers(app: FastAPI) -> None:
         where = ".".join(str(part) for part in first["loc"])
         return error_response(request.url.path, 400, f"{where}: {first['msg']}")
 
-    for kind in STATUS:
+    for kind in ERRORS:
         app.add_exception_handler(kind, request_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_body)
