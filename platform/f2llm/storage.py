@@ -17,9 +17,12 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 
@@ -43,18 +46,20 @@ class Location:
 
 
 def parse_uri(uri: str | os.PathLike) -> Location:
+    """Split by hand, not urlparse: a file or key may hold `#`, `?` or `%` and they are its name."""
     uri = str(uri)
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        path = parsed.path if parsed.scheme == "file" else uri
-        if parsed.scheme == "file" and parsed.netloc:  # file://relative/path
-            path = parsed.netloc + parsed.path
-        return Location("file", "", str(Path(path).expanduser().resolve()))
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "", uri
+    if scheme in ("", "file"):
+        # file:///abs/path; file://relative/path; or a bare path
+        return Location("file", "", str(Path(rest).expanduser().resolve()))
+    if scheme == "s3":
+        bucket, _, key = rest.partition("/")
+        if not bucket:
             raise StorageError(f"{uri}: an s3 URI needs a bucket (s3://bucket/key)")
-        return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
-    raise StorageError(f"{uri}: unsupported scheme {parsed.scheme!r} (use file:// or s3://)")
+        return Location("s3", bucket, key.lstrip("/"))
+    raise StorageError(f"{uri}: unsupported scheme {scheme!r} (use file:// or s3://)")
 
 
 def join(uri: str, *parts: str) -> str:
@@ -100,6 +105,31 @@ def read_bytes(uri: str) -> bytes:
         raise StorageError(f"{uri}: {err.code}") from None
     try:
         return resp.read()
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
+@contextmanager
+def open_input(uri: str) -> Iterator[BinaryIO]:
+    """A binary stream of a file or object, read as it is consumed (not into memory first)."""
+    loc = parse_uri(uri)
+    if loc.scheme == "file":
+        try:
+            stream = open(loc.key, "rb")  # noqa: SIM115 (closed below)
+        except (FileNotFoundError, IsADirectoryError):
+            raise StorageError(f"{uri}: no such file") from None
+        with stream:
+            yield stream
+        return
+    from minio.error import S3Error
+
+    try:
+        resp = s3_client().get_object(loc.bucket, loc.key)
+    except S3Error as err:
+        raise StorageError(f"{uri}: {err.code}") from None
+    try:
+        yield resp
     finally:
         resp.close()
         resp.release_conn()
