@@ -1,17 +1,23 @@
-"""Ingest: F2LLM raw sources -> one normalised table.
+"""Ingest: F2LLM raw sources -> one strictly typed table, streamed in Arrow batches.
 
 A data directory (local or in the store) holds `sources.yaml`, listing each source file with its
-task type, ISO 639-3 language and split, and the files themselves: JSONL or parquet with the
-recipe's raw columns `query`, `passage`, `negative_1..negative_N`. The output has one row per
-input row:
+task type, ISO 639-3 language and split, and the files themselves: JSON Lines (`.jsonl`,
+`.ndjson`, `.json`) or parquet, optionally compressed (`.gz`, `.bz2`, `.zst`), with the recipe's
+raw fields `query`, `passage` and negatives as `negative_1..negative_N` (any zero padding) or one
+`negatives` list. The output has one row per input record:
 
-    source, task, language, script, split, stages, instruction, query, passage, negatives (list), file, row
+    source, task, language, scripts, split, stages, instruction, query, passage, negatives (list), file, row
 
-`stages` (manifest field, default by task) lists the training stages a source feeds: the recipe's
-stage 1 is the retrieval sources without instructions, stage 2 every source (`prepare.py`).
+`row` is the record's index in its file (blank lines are not records); every error says
+"record N" with that same index. `stages` (manifest field, default by task) lists the training
+stages a source feeds (`prepare.py`); `scripts` are the extra scripts a source declares.
 
-Anything we cannot read as that schema stops the run with an IngestError naming file, row and
-field; content problems (empty text, duplicates, ...) are left to validation, which quarantines.
+Strict: every text is a non-null string of valid Unicode, NFC-normalised here once so every
+later check sees one form (Yoruba typed in NFD is the same text as in NFC). Anything we cannot
+read as that schema stops the run with an IngestError naming file, record and field; content
+problems (blank text, mojibake, duplicates, wrong language, ...) are validation's, which
+quarantines. JSON is parsed by Arrow's reader in blocks; when it refuses a file, a strict
+line-by-line parser reads it instead and either names the bad record or reads it all.
 """
 
 from __future__ import annotations
@@ -19,29 +25,34 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import BinaryIO, Literal
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from f2llm import storage
-from f2llm.data.languages import LANGUAGES
+from f2llm.data.languages import UnknownLanguage, check_code, unicode_scripts
 from f2llm.tasks import STAGE1_TASKS, TASKS, TaskType
 
 COLUMNS = [
-    "source", "task", "language", "script", "split", "stages", "instruction",
+    "source", "task", "language", "scripts", "split", "stages", "instruction",
     "query", "passage", "negatives", "file", "row",
 ]
+TEXT_FIELDS = ("query", "passage")
 _NEGATIVE = re.compile(r"^negative_(\d+)$")
+_JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
+BATCH_ROWS = 65_536
+_BLOCK_BYTES = 16 << 20
 
 
 class IngestError(ValueError):
@@ -52,19 +63,41 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    path: str
+    path: str  # relative to the data directory, inside it
     task: TaskType
     language: str
     split: str = "train"
     instruction: str | None = None
     stages: list[Literal[1, 2]] | None = None  # default: retrieval-like sources [1, 2], others [2]
+    scripts: list[str] = []  # scripts beyond the language's own (ISO 15924 code or Unicode name)
+    romanised: bool = False  # text written in Latin letters (romanised Hindi, ...): adds Latin
 
     @field_validator("language")
     @classmethod
     def _iso639_3(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z]{3}", v):
-            raise ValueError(f"{v!r} is not an ISO 639-3 code (three lower-case letters)")
+        try:
+            return check_code(v)
+        except UnknownLanguage as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        parts = PurePosixPath(v).parts
+        if not v or "\\" in v or "://" in v or v.startswith("/") or ".." in parts or "~" in v[:1]:
+            raise ValueError(f"{v!r} must be a relative path inside the data directory (no '..', no scheme)")
         return v
+
+    @field_validator("scripts")
+    @classmethod
+    def _scripts(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            resolved = unicode_scripts(name) if len(name) == 4 and name.istitle() else (name.replace(" ", "_"),)
+            if not resolved or not _known_script(resolved[0]):
+                raise ValueError(f"unknown script {name!r} (an ISO 15924 code like 'Latn' or a Unicode name like 'Latin')")
+            out += resolved
+        return out
 
     @field_validator("stages")
     @classmethod
@@ -74,9 +107,11 @@ class SourceSpec(BaseModel):
         return sorted(v) if v is not None else None
 
     @model_validator(mode="after")
-    def _default_stages(self) -> "SourceSpec":
+    def _defaults(self) -> "SourceSpec":
         if self.stages is None:
             self.stages = [1, 2] if self.task in STAGE1_TASKS else [2]
+        if self.romanised and "Latin" not in self.scripts:
+            self.scripts = [*self.scripts, "Latin"]
         return self
 
     @field_validator("split")
@@ -87,84 +122,339 @@ class SourceSpec(BaseModel):
         return v
 
 
+def _known_script(name: str) -> bool:
+    try:
+        pc.count_substring_regex(pa.array([""]), rf"\p{{{name}}}")
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def read_manifest(data_uri: str) -> list[SourceSpec]:
     uri = storage.join(data_uri, "sources.yaml")
-    raw = yaml.safe_load(storage.read_text(uri)) or {}
+    try:
+        raw = yaml.safe_load(storage.read_bytes(uri).decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise IngestError(f"{uri}: not UTF-8 (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        raise IngestError(f"{uri}: not valid YAML ({' '.join(str(err).split())})") from None
+    except storage.StorageError as err:
+        raise IngestError(str(err)) from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list):
+        raise IngestError(f"{uri}: expected a mapping with a 'sources' list, got {type(raw).__name__}")
     specs = []
-    for i, item in enumerate(raw.get("sources") or []):
+    for i, item in enumerate(raw["sources"]):
+        if not isinstance(item, dict):
+            raise IngestError(f"{uri}: sources[{i}]: expected a mapping, got {type(item).__name__}")
         try:
             specs.append(SourceSpec.model_validate(item))
         except ValidationError as err:
             first = err.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise IngestError(f"{uri}: sources[{i}].{field}: {first['msg']}") from None
+            where = ".".join(str(p) for p in first["loc"])
+            raise IngestError(f"{uri}: sources[{i}].{where}: {first['msg']}") from None
     if not specs:
         raise IngestError(f"{uri}: lists no sources")
     return specs
 
 
-def _records(name: str, data: bytes) -> list[dict]:
-    suffix = PurePosixPath(name).suffix
-    if suffix in (".jsonl", ".json"):
-        records = []
-        for n, raw in enumerate(data.splitlines()):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise IngestError(f"{name}: row {n}: not UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise IngestError(f"{name}: row {n}: not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise IngestError(f"{name}: row {n}: expected a JSON object")
-            records.append(obj)
-        return records
-    if suffix == ".parquet":
+# -- records -> Arrow --------------------------------------------------------------------------
+
+
+def _format(name: str) -> tuple[str, str | None]:
+    path = PurePosixPath(name)
+    compression = _COMPRESSION.get(path.suffix)
+    suffix = PurePosixPath(path.stem).suffix if compression else path.suffix
+    if suffix in _JSON_SUFFIXES:
+        return "json", compression
+    if suffix == ".parquet" and compression is None:
+        return "parquet", None
+    raise IngestError(f"{name}: unsupported file type {''.join(path.suffixes)!r} "
+                      f"(use .jsonl/.ndjson/.json, optionally .gz/.bz2/.zst, or .parquet)")
+
+
+def _decompressed(stream: BinaryIO, compression: str | None) -> pa.NativeFile:
+    raw = pa.PythonFile(stream, mode="r")
+    return pa.CompressedInputStream(raw, compression) if compression else raw
+
+
+def _json_batches(uri: str, compression: str | None) -> Iterator[pa.Table]:
+    """Arrow's block reader; on any refusal, the strict line parser (which names the record)."""
+    done = 0
+    try:
+        with storage.open_input(uri) as stream:
+            reader = pj.open_json(_decompressed(stream, compression), read_options=pj.ReadOptions(block_size=_BLOCK_BYTES))
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+                done += batch.num_rows
+        return
+    except pa.ArrowInvalid:
+        pass
+    except OSError as err:  # a corrupt compressed stream
+        raise IngestError(f"{uri}: cannot decompress ({err})") from None
+    yield from _strict_json_batches(uri, compression, skip=done)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _Bad(f"field {dup!r} given twice")
+    return out
+
+
+class _Bad(Exception):
+    pass
+
+
+def _check_unicode(value: object, where: str) -> None:
+    if isinstance(value, str):
         try:
-            return pq.read_table(io.BytesIO(data)).to_pylist()
-        except Exception as err:  # pyarrow raises several types for corrupt files
-            raise IngestError(f"{name}: not a readable parquet file ({err})") from None
-    raise IngestError(f"{name}: unsupported file type {suffix!r} (use .jsonl or .parquet)")
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise _Bad(f"field {where!r}: not valid Unicode (lone surrogate U+{ord(value[err.start]):04X})") from None
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_unicode(item, f"{where}[{i}]")
 
 
-def _negative_fields(name: str, fields: set[str]) -> list[str]:
-    numbers = sorted(int(m.group(1)) for f in fields if (m := _NEGATIVE.match(f)))
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise IngestError(f"{name}: negative columns must be negative_1..negative_N without gaps, got {numbers}")
-    return [f"negative_{i}" for i in numbers]
+def _strict_json_batches(uri: str, compression: str | None, skip: int) -> Iterator[pa.Table]:
+    """Line by line with Python's json: slower, but it can say which record and field is wrong.
+    Records before `skip` were already yielded by the block reader."""
+    records: list[dict] = []
+    record = -1
+    with storage.open_input(uri) as stream, _decompressed(stream, compression) as data:
+        for line_no, raw in enumerate(io.BufferedReader(data), 1):
+            if not raw.strip():
+                continue
+            record += 1
+            where = f"{uri}: record {record} (line {line_no})"
+            try:
+                obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+                if not isinstance(obj, dict):
+                    raise _Bad(f"expected a JSON object, got {type(obj).__name__}")
+                for key, value in obj.items():
+                    _check_unicode(value, key)
+            except UnicodeDecodeError as err:
+                raise IngestError(f"{where}: not UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})") from None
+            except json.JSONDecodeError as err:
+                raise IngestError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            except _Bad as err:
+                raise IngestError(f"{where}: {err}") from None
+            if record < skip:
+                continue
+            records.append(obj)
+            if len(records) == BATCH_ROWS:
+                yield _from_records(uri, records, record + 1 - len(records))
+                records = []
+    if records:
+        yield _from_records(uri, records, record + 1 - len(records))
 
 
-def read_source(data_uri: str, spec: SourceSpec) -> pd.DataFrame:
+def _from_records(uri: str, records: list[dict], first: int) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    for name in sorted(set().union(*records)):  # the field whose values Arrow cannot put in one column
+        try:
+            pa.array([r.get(name) for r in records])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            kinds = {}
+            for i, r in enumerate(records):
+                kinds.setdefault(type(r.get(name)).__name__, first + i)
+            listed = ", ".join(f"{k} (record {i})" for k, i in kinds.items() if k != "NoneType")
+            raise IngestError(f"{uri}: field {name!r} mixes types: {listed}") from None
+    raise IngestError(f"{uri}: records {first}..{first + len(records) - 1} do not form a table")
+
+
+def _parquet_batches(uri: str) -> Iterator[pa.Table]:
+    data = storage.read_bytes(uri)  # parquet needs random access
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as err:  # pyarrow raises several types for corrupt files
+        raise IngestError(f"{uri}: not a readable parquet file ({err})") from None
+
+
+# -- Arrow -> the normalised schema ------------------------------------------------------------
+
+
+@dataclass
+class _Layout:
+    """Which negative fields a file uses, fixed by its first batch."""
+
+    negatives: list[str] = field(default_factory=list)
+
+
+def _first(mask: pa.Array | pa.ChunkedArray) -> int:
+    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+
+
+def _text(uri: str, name: str, col: pa.ChunkedArray, first: int) -> pa.ChunkedArray:
+    """A text field checked (string, no nulls, valid UTF-8) and NFC-normalised."""
+    if not _is_text(col.type):
+        bad = _first(pc.is_valid(col))
+        raise IngestError(f"{uri}: record {first + bad}: field {name!r} must be a string, got {col.type}")
+    if col.null_count:
+        raise IngestError(f"{uri}: record {first + _first(pc.is_null(col))}: field {name!r} is null (a text is required)")
+    col = col.cast(pa.string())
+    try:
+        col.validate(full=True)
+    except pa.ArrowInvalid:
+        for i, value in enumerate(col.cast(pa.binary()).to_pylist()):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise IngestError(f"{uri}: record {first + i}: field {name!r} is not valid UTF-8 (byte {err.start})") from None
+    return pc.utf8_normalize(col, "NFC")
+
+
+def _negative_layout(uri: str, names: list[str]) -> list[str]:
+    numbered = {int(m.group(1)): n for n in names if (m := _NEGATIVE.match(n))}
+    if "negatives" in names and numbered:
+        raise IngestError(f"{uri}: both 'negatives' and {sorted(numbered.values())[:3]}...: use one layout")
+    if sorted(numbered) != list(range(1, len(numbered) + 1)):
+        raise IngestError(f"{uri}: negative fields must be numbered 1..N without gaps, got {sorted(numbered)}")
+    unknown = [n for n in names if n not in TEXT_FIELDS and n != "negatives" and not _NEGATIVE.match(n)]
+    if unknown:
+        raise IngestError(f"{uri}: unknown field(s) {', '.join(map(repr, sorted(unknown)))}; a record holds "
+                          f"'query', 'passage' and its negatives as 'negatives' (a list) or 'negative_1'..'negative_N'")
+    return ["negatives"] if "negatives" in names else [numbered[i] for i in sorted(numbered)]
+
+
+def _negatives(uri: str, table: pa.Table, layout: list[str], first: int) -> pa.ListArray:
+    """The row's negatives as one list<string> column, nulls refused inside a list; a null
+    `negative_k` is an absent negative (ragged files), counted later by the negative-count rule."""
+    n = table.num_rows
+    if not layout:
+        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
+    if layout == ["negatives"]:
+        col = table["negatives"].combine_chunks()
+        if pa.types.is_null(col.type):
+            return _negatives(uri, table.drop_columns(["negatives"]), [], first)
+        if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or not _is_text(col.type.value_type):
+            raise IngestError(f"{uri}: record {first + _first(pc.is_valid(col))}: field 'negatives' must be a list of "
+                              f"strings, got {col.type}")
+        col = pc.if_else(pc.is_null(col), pa.scalar([], col.type), col).cast(pa.list_(pa.string()))
+        values = col.flatten()
+        if values.null_count:
+            item = _first(pc.is_null(values))
+            row = int(np.searchsorted(col.offsets.to_numpy(), item, side="right")) - 1
+            raise IngestError(f"{uri}: record {first + row}: negatives[{item - col.offsets[row].as_py()}] is null")
+        texts = _text(uri, "negatives", pa.chunked_array([values]), first).combine_chunks()
+        return pa.ListArray.from_arrays(col.offsets, texts)
+    cols = []
+    for name in layout:
+        col = table[name] if name in table.column_names else pa.nulls(n, pa.string())
+        if not _is_text(col.type):
+            raise IngestError(f"{uri}: record {first + _first(pc.is_valid(col))}: field {name!r} must be a string, got {col.type}")
+        cols.append(col.cast(pa.string()).combine_chunks())
+    # row-major (row r, negative j) -> position j*n + r in the columns laid end to end
+    valid = np.stack([c.is_valid().to_numpy(zero_copy_only=False) for c in cols], axis=1)
+    order = (np.arange(len(cols))[None, :] * n + np.arange(n)[:, None])[valid]
+    filled = pa.chunked_array([pa.concat_arrays(cols).take(pa.array(order, pa.int64()))], pa.string())
+    values = _text(uri, "negatives", filled, first).combine_chunks() if len(order) else pa.array([], pa.string())
+    offsets = np.concatenate([[0], np.cumsum(valid.sum(axis=1))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _normalised(uri: str, spec: SourceSpec, table: pa.Table, layout: _Layout | None, first: int) -> tuple[pa.Table, _Layout]:
+    names = table.column_names
+    if layout is None:
+        layout = _Layout(_negative_layout(uri, names))
+    else:
+        _negative_layout(uri, names)  # a later batch may not bring new kinds of fields
+        new = [n for n in names if _NEGATIVE.match(n) and n not in layout.negatives]
+        if new:
+            raise IngestError(f"{uri}: record {first}: fields {new} appear after the first records used {layout.negatives}")
+    for name in TEXT_FIELDS:
+        if name not in names:
+            raise IngestError(f"{uri}: record {first}: missing field {name!r}")
+    n = table.num_rows
+    text = {name: _text(uri, name, table[name], first) for name in TEXT_FIELDS}
+    negatives = _negatives(uri, table, layout.negatives, first)
+
+    def const(value, kind: pa.DataType) -> pa.Array:
+        return pa.array([value] * n, kind) if n else pa.array([], kind)
+
+    return pa.table({
+        "source": const(spec.name, pa.string()),
+        "task": const(spec.task.value, pa.string()),
+        "language": const(spec.language, pa.string()),
+        "scripts": const(list(spec.scripts), pa.list_(pa.string())),
+        "split": const(spec.split, pa.string()),
+        "stages": const(list(spec.stages), pa.list_(pa.int64())),
+        "instruction": const(spec.instruction or TASKS[spec.task].instruction, pa.string()),
+        "query": text["query"],
+        "passage": text["passage"],
+        "negatives": negatives,
+        "file": const(uri, pa.string()),
+        "row": pa.array(np.arange(first, first + n, dtype=np.int64)),
+    }), layout
+
+
+def source_batches(data_uri: str, spec: SourceSpec) -> Iterator[pa.Table]:
+    """One source file as normalised Arrow tables of at most ~BATCH_ROWS rows."""
     uri = storage.join(data_uri, spec.path)
-    records = _records(uri, storage.read_bytes(uri))
-    fields = set().union(*(r.keys() for r in records)) if records else set()
-    negatives = _negative_fields(uri, fields)
-    rows = []
-    for n, record in enumerate(records):
-        for field in ("query", "passage", *negatives):
-            value = record.get(field)
-            if field in ("query", "passage") and field not in record:
-                raise IngestError(f"{uri}: row {n}: missing field {field!r}")
-            if value is not None and not isinstance(value, str):
-                raise IngestError(f"{uri}: row {n}: field {field!r} must be a string, got {type(value).__name__}")
-        rows.append((record["query"], record["passage"], [record[f] for f in negatives if record.get(f) is not None], n))
-    lang = LANGUAGES.get(spec.language)
-    frame = pd.DataFrame(rows, columns=["query", "passage", "negatives", "row"])
-    frame["source"] = spec.name
-    frame["task"] = spec.task.value
-    frame["language"] = spec.language
-    frame["script"] = lang.script if lang else "unknown"
-    frame["split"] = spec.split
-    frame["stages"] = [list(spec.stages)] * len(frame)
-    frame["instruction"] = spec.instruction or TASKS[spec.task].instruction
-    frame["file"] = uri
-    return frame[COLUMNS]
+    kind, compression = _format(uri)
+    base = storage.parse_uri(data_uri)
+    target = storage.parse_uri(uri)
+    if base.scheme == "file" and not target.key.startswith(base.key.rstrip("/") + "/"):
+        raise IngestError(f"{uri}: outside the data directory {data_uri} (a link out of it?)")
+    batches = _json_batches(uri, compression) if kind == "json" else _parquet_batches(uri)
+    layout, first = None, 0
+    try:
+        for table in batches:
+            out, layout = _normalised(uri, spec, table, layout, first)
+            first += table.num_rows
+            yield out
+    except storage.StorageError as err:
+        raise IngestError(str(err)) from None
 
 
 def ingest(data_uri: str) -> pd.DataFrame:
-    """Every row of every source in the manifest, normalised."""
-    frames = [read_source(data_uri, spec) for spec in read_manifest(data_uri)]
-    return pd.concat(frames, ignore_index=True)
+    """Every row of every source in the manifest, normalised, in memory (small data, tests)."""
+    tables = [t for spec in read_manifest(data_uri) for t in source_batches(data_uri, spec)]
+    return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=COLUMNS)
+
+
+@dataclass
+class IngestStats:
+    rows: dict[str, int]  # per language
+    sources: int
+    files: int
+
+
+def ingest_partitioned(data_uri: str, out_dir: str) -> IngestStats:
+    """Every source streamed to `out_dir/<language>/<k>.parquet`, so each validation task reads
+    only its languages' files; memory stays at one batch, whatever the data's size."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    root = Path(out_dir)
+    rows: dict[str, int] = {}
+    files = 0
+    specs = read_manifest(data_uri)
+    for spec in tqdm(specs, desc="ingest sources", unit="source"):
+        folder = root / spec.language
+        folder.mkdir(parents=True, exist_ok=True)
+        for table in source_batches(data_uri, spec):
+            pq.write_table(table, folder / f"{files:06d}.parquet")
+            files += 1
+            rows[spec.language] = rows.get(spec.language, 0) + table.num_rows
+    return IngestStats(rows, len({s.name for s in specs}), files)
+
+
+def language_table(out_dir: str, language: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The batches `ingest_partitioned` wrote for one language, one file at a time."""
+    from pathlib import Path
+
+    for path in sorted((Path(out_dir) / language).glob("*.parquet")):
+        yield pq.read_table(path, columns=columns)
