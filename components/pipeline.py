@@ -60,15 +60,16 @@ def data_and_teacher(config_json, on_cluster) -> Front:
     """ingest -> validate (a task per language) -> merge -> mine -> base model -> prepare -> stage 1
     -> stage 2, inside a pipeline function."""
     ingest = on_cluster(ingest_op(config_json=config_json), "ingest")
-    with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as language:
+    with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as languages:
         check = on_cluster(validate_language_op(
-            config_json=config_json, rows=ingest.outputs["rows"], language=language
+            config_json=config_json, rows=ingest.outputs["rows"], languages=languages
         ), "validate-language")
     validation = on_cluster(merge_validation_op(
         accepted_parts=dsl.Collected(check.outputs["accepted"]),
         quarantine_parts=dsl.Collected(check.outputs["quarantine"]),
         check_parts=dsl.Collected(check.outputs["checks"]),
         summary_parts=dsl.Collected(check.outputs["language_summary"]),
+        source_parts=dsl.Collected(check.outputs["source_checks"]),
     ), "merge-validation")
     mine = on_cluster(mine_op(config_json=config_json, accepted=validation.outputs["accepted"]), "mine-negatives")
     accepted = mine.outputs["mined"]

@@ -16,44 +16,46 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
 @component
 def ingest_op(config_json: str, rows: Output[Dataset], metrics: Output[Metrics]) -> List[str]:
-    """-> the languages present, for the per-language validation fan-out."""
+    """Rows to parquet partitioned by language -> the validation fan-out: groups of languages
+    ("amh,ara,..."), at most `validation.tasks` of them, balanced by rows."""
     from f2llm.config import RunConfig
-    from f2llm.data.ingest import ingest
+    from f2llm.data.ingest import ingest_partitioned
+    from f2llm.data.validate import task_groups
 
     cfg = RunConfig.model_validate_json(config_json)
-    frame = ingest(cfg.data.uri)
-    frame.to_parquet(rows.path, index=False)
-    metrics.log_metric("rows", len(frame))
-    metrics.log_metric("sources", int(frame["source"].nunique()))
-    metrics.log_metric("languages", int(frame["language"].nunique()))
-    return sorted(frame["language"].unique())
+    stats = ingest_partitioned(cfg.data.uri, rows.path)
+    metrics.log_metric("rows", sum(stats.rows.values()))
+    metrics.log_metric("sources", stats.sources)
+    metrics.log_metric("languages", len(stats.rows))
+    return [",".join(group) for group in task_groups(stats.rows, cfg.validation.tasks)]
 
 
 @component
 def validate_language_op(
-    config_json: str, rows: Input[Dataset], language: str, accepted: Output[Dataset],
+    config_json: str, rows: Input[Dataset], languages: str, accepted: Output[Dataset],
     quarantine: Output[Dataset], checks: Output[Dataset], language_summary: Output[Dataset],
-    data_docs: Output[Artifact],
+    source_checks: Output[Dataset], data_docs: Output[Artifact],
 ):
-    """One language slice (all its task types) through the GX suites: a pod a language."""
-    import pandas as pd
+    """A group of languages through the GX suite, each read alone from its partition."""
     from f2llm.config import RunConfig
-    from f2llm.data.validate import validate
+    from f2llm.data.validate import validate_partitions
 
     cfg = RunConfig.model_validate_json(config_json)
-    frame = pd.read_parquet(rows.path, filters=[("language", "==", language)])  # this slice only
-    outcome = validate(frame, cfg.validation, docs_dir=data_docs.path)
-    outcome.accepted.to_parquet(accepted.path, index=False)
-    outcome.quarantined.to_parquet(quarantine.path, index=False)
-    outcome.slices.assign(observed=outcome.slices["observed"].astype(str)).to_parquet(checks.path, index=False)
-    outcome.summary.to_parquet(language_summary.path, index=False)
+    summary, records, sources = validate_partitions(
+        rows.path, languages.split(","), cfg.validation, accepted.path, quarantine.path,
+        docs_dir=data_docs.path, mined_tasks=cfg.mining.fills,
+    )
+    records.assign(observed=records["observed"].astype(str)).to_parquet(checks.path, index=False)
+    summary.to_parquet(language_summary.path, index=False)
+    sources.to_parquet(source_checks.path, index=False)
 
 
 @component
 def merge_validation_op(
     accepted_parts: Input[List[Dataset]], quarantine_parts: Input[List[Dataset]], check_parts: Input[List[Dataset]],
-    summary_parts: Input[List[Dataset]], accepted: Output[Dataset], quarantine: Output[Dataset],
-    per_language: Output[Dataset], summary: Output[Markdown], report: Output[HTML], metrics: Output[Metrics],
+    summary_parts: Input[List[Dataset]], source_parts: Input[List[Dataset]], accepted: Output[Dataset],
+    quarantine: Output[Dataset], per_language: Output[Dataset], summary: Output[Markdown], report: Output[HTML],
+    metrics: Output[Metrics],
 ):
     import pandas as pd
     from f2llm.evaluation.report import markdown_table, validation_html
@@ -71,7 +73,7 @@ def merge_validation_op(
     with open(summary.path, "w") as fh:
         fh.write("# Validation per language\n\n" + table + "\n")
     with open(report.path, "w") as fh:
-        fh.write(validation_html(languages, concat(check_parts), rows_bad))
+        fh.write(validation_html(languages, concat(check_parts), rows_bad, concat(source_parts)))
     metrics.log_metric("rows", int(languages["rows"].sum()))
     metrics.log_metric("accepted", len(rows_ok))
     metrics.log_metric("quarantined", len(rows_bad))

@@ -151,7 +151,7 @@ def test_run_command_fails_with_the_stage_the_error_and_the_log(tmp_path, capsys
     lines = captured.out.splitlines()
     assert re.match(r"ingest +\d+\.\d s  FAILED", lines[0])
     assert 3 <= len(lines) <= 23
-    assert any("IngestError" in line and "a.jsonl: row 1: not valid JSON" in line for line in lines[1:-1])
+    assert any("IngestError" in line and "a.jsonl: record 1 (line 2): not valid JSON" in line for line in lines[1:-1])
     assert lines[-1].startswith("full log: ")
     log = Path(lines[-1].removeprefix("full log: "))
     assert log.parent.parent == tmp_path / "kfp" and log.name == "run.log"

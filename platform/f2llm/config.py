@@ -49,17 +49,19 @@ class DataConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    """Row rules quarantine rows; slice rules (per task and language) stop the run or drop the slice."""
+    """Row rules quarantine rows; source and language rules stop the run or drop the rows
+    (`data/validate.py`). Language ID thresholds: `data/langid.py`, measured by bench_langid."""
 
-    min_chars: int = Field(1, ge=1)
     max_chars: int = Field(8192, ge=1)
     max_negatives: int = Field(24, ge=1)  # the recipe stores 24 mined negatives
-    min_rows_per_slice: int = Field(1, ge=1)
-    min_language_agreement: float = Field(0.6, ge=0, le=1)
-    langid_min_chars: int = 20  # shorter texts are checked by script only
-    langid_confidence: float = Field(0.6, ge=0, le=1)
-    langid_sample: int = Field(2000, ge=1)  # rows per slice the agreement share is estimated on
+    min_rows_per_slice: int = Field(1, ge=1)  # per language
+    min_language_agreement: float = Field(0.6, ge=0, le=1)  # per source
+    langid_min_chars: int = Field(20, ge=1)  # letters; shorter texts are checked by script only
+    langid_confidence: float = Field(0.6, ge=0, le=1)  # confirm mode: another language this sure disagrees
+    langid_margin: float = Field(0.1, ge=0, le=1)  # confirm mode: the label within this of the top reading agrees
+    langid_exclude_confidence: float = Field(0.9, ge=0, le=1)  # exclude mode: another language this sure disagrees
     on_slice_failure: Literal["stop", "drop"] = "stop"
+    tasks: int = Field(8, ge=1)  # validation tasks (pods); languages are packed into them by rows
 
 
 class MiningConfig(_Strict):
@@ -76,6 +78,11 @@ class MiningConfig(_Strict):
     keep: int = Field(24, ge=1)
     batch_size: int = Field(128, ge=1)
     max_length: int = 256
+
+    @property
+    def fills(self) -> list[str]:
+        """Task types whose rows get their negatives from mining (validation needs none stored)."""
+        return list(self.tasks) if self.teacher else []
 
 
 class StageConfig(_Strict):

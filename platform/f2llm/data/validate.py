@@ -1,50 +1,92 @@
 """Per-language validation with Great Expectations; failing rows are quarantined, never dropped.
 
-One ephemeral GX context, one expectation suite per task type, one ValidationDefinition per
-suite, run once per (task, language) slice through a Checkpoint whose UpdateDataDocsAction
-writes the HTML Data Docs. Row rules report failing row indices (result_format COMPLETE); those
-rows go to the quarantine table with every reason they failed. Slice rules (row count, language
-agreement) stop the run, or, with `on_slice_failure: drop`, send the whole slice to quarantine.
-Always: rows in = rows accepted + rows quarantined.
+A language is validated from its Arrow batches in two passes, so memory is one batch plus a few
+bytes of rule flags per row, whatever the language's size: pass 1 computes the rule columns
+(vectorised in Arrow: RE2 regexes, list kernels) and keeps only them; Great Expectations runs
+once per language over that flag table (one suite, a Checkpoint whose UpdateDataDocsAction writes
+the HTML Data Docs, result_format COMPLETE for the failing row indices); pass 2 splits the batches
+into accepted rows and quarantined rows with every reason they failed. Always: rows in = rows
+accepted + rows quarantined.
 
-Rules GX has no expectation for are computed columns checked by a standard expectation; each
-expectation carries its human reason in `meta`:
+Row rules (each a flag column checked `in set [False]`, its reason in the expectation's `meta`):
 
-| rule                         | column                | expectation                        |
-|------------------------------|-----------------------|------------------------------------|
-| non-empty, length bounds     | query, passage        | value lengths between              |
-| negatives non-empty, bounded | negative_problem      | in set [False]                     |
-| query differs from passage   | query_is_passage      | in set [False]                     |
-| negatives differ from passage| passage_in_negatives  | in set [False]                     |
-| negative count by task type  | n_negatives           | between (task's k .. max)          |
-| no duplicate (query, passage)| duplicate_pair        | in set [False]                     |
-| no control characters        | control_characters    | in set [False]                     |
-| no U+FFFD (broken encoding)  | replacement_character | in set [False]                     |
-| text in the language's script| script_mismatch       | in set [False]                     |
-| language agreement (slice)   | language_agrees       | mean >= min agreement (on a sample)|
-| minimum rows (slice)         | (table)               | row count >= min                   |
+| flag                  | the row is quarantined when                                          |
+|-----------------------|----------------------------------------------------------------------|
+| query_blank           | the query is empty, whitespace or invisible characters only          |
+| passage_blank         | the same for the passage                                             |
+| too_long              | query or passage longer than `max_chars`                             |
+| negative_problem      | a negative is blank/invisible-only or longer than `max_chars`        |
+| query_is_passage      | query = passage, compared case- and whitespace-insensitively         |
+| passage_in_negatives  | the passage is also one of the negatives (same comparison)           |
+| negative_count        | fewer negatives than the task needs (none when mining fills them) or more than `max_negatives` |
+| duplicate_pair        | a (task, query, passage) seen before in the language (same comparison)|
+| control_characters    | C0/C1 control characters                                             |
+| replacement_character | U+FFFD: text that was decoded with errors                            |
+| mojibake              | UTF-8 read as Latin-1/cp1252 ("cafÃ©", "â€™")                        |
+| bidi_controls         | bidi embeddings, overrides or isolates (U+202A-E, U+2066-9)          |
+| bom                   | U+FEFF inside text                                                   |
+| private_use           | private-use code points (no meaning outside one font)                |
+| script_mismatch       | the text is not in its language's script (langid.script_mismatch)    |
+| other_language        | the text reads confidently as another language (langid: that language is the reason) |
+
+Source rule: a source's language agreement (langid: the share of its checked rows that read as
+its label) below `min_language_agreement` stops the run naming the source, its file and what it
+reads as; with `on_slice_failure: drop` the source's rows are quarantined instead, and the rest
+of the language is kept. Language rule: fewer than `min_rows_per_slice` rows.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from f2llm.config import ValidationConfig
 from f2llm.data import langid
+from f2llm.data.languages import LANGUAGES
 from f2llm.tasks import TASKS, TaskType
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# Fields written in the slice's language (bitext passages are English; labels are label text).
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_INVISIBLE_ONLY = r"^[\s\p{Z}\p{Cf}\p{Cc}]*$"
+_INVISIBLE = r"[\s\p{Z}\p{Cf}]+"
+# UTF-8 bytes shown as Latin-1/cp1252: a lead byte (U+00C2-U+00EF) followed by continuation bytes
+# (U+0080-U+00BF, or the cp1252 characters those bytes map to).
+_CONT = "[\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+_MOJIBAKE = f"[\u00c2-\u00df]{_CONT}|[\u00e0-\u00ef]{_CONT}{_CONT}"
+_BIDI = "[\u202a-\u202e\u2066-\u2069]"
+_PRIVATE_USE = r"\p{Co}"
+# Fields written in the source's language (bitext passages are English; labels are label text).
 LANGUAGE_FIELDS = {"retrieval": ("query", "passage"), "clustering": ("query", "passage"),
                    "bitext": ("query",), "classification": ("query",)}
+MIN_CHECKED_ROWS = 5  # a source with fewer checked rows is judged row by row only
+FLAGS = {
+    "query_blank": "query: empty or invisible characters only",
+    "passage_blank": "passage: empty or invisible characters only",
+    "too_long": None,  # reason depends on the config (set in _reasons)
+    "negative_problem": None,
+    "query_is_passage": "query equals passage",
+    "passage_in_negatives": "passage is also a negative",
+    "negative_count": None,
+    "duplicate_pair": "duplicate (query, passage) pair",
+    "control_characters": "control characters",
+    "replacement_character": "U+FFFD in text (broken encoding)",
+    "mojibake": "mojibake: UTF-8 decoded as Latin-1/cp1252",
+    "bidi_controls": "bidi control characters (embedding/override/isolate)",
+    "bom": "byte order mark (U+FEFF) inside text",
+    "private_use": "private-use characters",
+    "script_mismatch": "text is not in the language's script",
+    "other_language": "text reads as another language",
+}
+KEYS = ["source", "file", "row", "task"]
 
 
 class ValidationFailed(RuntimeError):
@@ -55,154 +97,301 @@ class ValidationFailed(RuntimeError):
 class ValidationOutcome:
     accepted: pd.DataFrame
     quarantined: pd.DataFrame  # the input columns plus `reasons`
-    summary: pd.DataFrame  # per language: rows, accepted, quarantined, agreement, method
-    slices: pd.DataFrame  # per (language, task, rule): success, observed, failing rows
+    summary: pd.DataFrame  # per language: rows, accepted, quarantined, agreement, checked_by
+    slices: pd.DataFrame  # per (language, rule): applies, success, observed, failing rows
     docs_dir: Path | None
+    sources: pd.DataFrame = field(default_factory=pd.DataFrame)  # per source: agreement, read as
 
 
-def computed_columns(frame: pd.DataFrame, cfg: ValidationConfig) -> pd.DataFrame:
-    """The rule columns, computed once over the whole frame (vectorised where it can be)."""
-    out = frame.copy()
-    negatives = out["negatives"].map(list)
-    joined_negs = negatives.map("\n".join)
-    everything = out["query"] + "\n" + out["passage"] + "\n" + joined_negs
-    out["query_is_passage"] = out["query"].str.strip() == out["passage"].str.strip()
-    out["passage_in_negatives"] = [p in set(n) for p, n in zip(out["passage"], negatives)]
-    out["n_negatives"] = negatives.map(len)
-    out["negative_problem"] = [
-        any(not n.strip() or len(n) > cfg.max_chars for n in negs) for negs in negatives
-    ]
-    out["duplicate_pair"] = out.duplicated(subset=["task", "language", "query", "passage"], keep="first")
-    out["control_characters"] = everything.str.contains(_CONTROL)
-    out["replacement_character"] = everything.str.contains("\ufffd", regex=False)
-    two_fields = out["task"].isin([t for t, f in LANGUAGE_FIELDS.items() if len(f) == 2])
-    language_text = out["query"].where(~two_fields, out["query"] + " " + out["passage"])
-    mismatch = np.zeros(len(out), dtype=bool)
-    agrees = np.full(len(out), np.nan)
-    rng = np.random.default_rng(0)
-    for (task, language), idx in tqdm(
-        out.groupby(["task", "language"]).indices.items(), desc="language checks", leave=False
-    ):
-        texts = language_text.iloc[idx]
-        mismatch[idx] = ~np.array(langid.script_matches(texts, language))
-        # a slice-level share: estimated on a seeded sample, every row when the slice is small
-        sample = idx if len(idx) <= cfg.langid_sample else np.sort(rng.choice(idx, cfg.langid_sample, replace=False))
-        verdicts = langid.agreement(language_text.iloc[sample].tolist(), language, cfg.langid_min_chars, cfg.langid_confidence)
-        agrees[sample] = [np.nan if v is None else float(v) for v in verdicts]
+def _reasons(cfg: ValidationConfig) -> dict[str, str]:
+    return {**FLAGS,
+            "too_long": f"query or passage longer than {cfg.max_chars} characters",
+            "negative_problem": f"a negative is empty, invisible-only or longer than {cfg.max_chars} characters",
+            "negative_count": "wrong number of negatives for the task"}
+
+
+def _np(arr) -> np.ndarray:
+    return np.asarray(arr.to_numpy(zero_copy_only=False))
+
+
+def _canonical(texts: pa.Array) -> pa.Array:
+    """The form equality rules compare: case-folded, invisible characters and runs of space as one."""
+    return pc.utf8_trim_whitespace(pc.utf8_lower(pc.replace_substring_regex(texts, _INVISIBLE, " ")))
+
+
+def _any_per_row(flags: np.ndarray, parents: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(parents[flags], minlength=n) > 0 if len(parents) else np.zeros(n, dtype=bool)
+
+
+def rule_columns(batch: pa.Table, language: str, cfg: ValidationConfig, mined_tasks: frozenset[str]) -> pd.DataFrame:
+    """One batch's rule flags (True = the rule fails) plus what the source rule and the reasons
+    need; no texts, so a language's flags fit in memory at any size."""
+    n = batch.num_rows
+    query, passage = batch["query"].combine_chunks(), batch["passage"].combine_chunks()
+    negs = batch["negatives"].combine_chunks().cast(pa.list_(pa.string()))
+    neg_values, parents = negs.flatten(), _np(pc.list_parent_indices(negs))
+    n_negs = _np(pc.list_value_length(negs)).astype(np.int64)
+
+    def per_row(pattern: str) -> np.ndarray:
+        return (_np(pc.match_substring_regex(query, pattern)) | _np(pc.match_substring_regex(passage, pattern))
+                | _any_per_row(_np(pc.match_substring_regex(neg_values, pattern)), parents, n))
+
+    tasks = _np(batch["task"]).astype(str)
+    out = pd.DataFrame({k: _np(batch[k]) for k in KEYS})
+    out["query_blank"] = _np(pc.match_substring_regex(query, _INVISIBLE_ONLY))
+    out["passage_blank"] = _np(pc.match_substring_regex(passage, _INVISIBLE_ONLY))
+    out["too_long"] = (_np(pc.utf8_length(query)) > cfg.max_chars) | (_np(pc.utf8_length(passage)) > cfg.max_chars)
+    neg_bad = _np(pc.match_substring_regex(neg_values, _INVISIBLE_ONLY)) | (_np(pc.utf8_length(neg_values)) > cfg.max_chars)
+    out["negative_problem"] = _any_per_row(neg_bad, parents, n)
+    cq, cp = _canonical(query), _canonical(passage)
+    out["query_is_passage"] = _np(pc.equal(cq, cp))
+    cneg = _np(_canonical(neg_values)).astype(object)
+    cp_np = _np(cp).astype(object)
+    out["passage_in_negatives"] = _any_per_row(cneg == cp_np[parents], parents, n) if len(parents) else False
+    need = np.array([0 if t in mined_tasks else TASKS[TaskType(t)].hard_negatives for t in tasks], dtype=np.int64)
+    most = np.where(tasks == TaskType.classification.value, 1, cfg.max_negatives)
+    out["negative_count"] = (n_negs < need) | (n_negs > most)
+    out["n_negatives"], out["negatives_needed"] = n_negs, need
+    out["pair_hash"] = pd.util.hash_array(_np(pc.binary_join_element_wise(cq, cp, "\x1f")).astype(object))
+    out["control_characters"] = per_row(_CONTROL)
+    out["replacement_character"] = per_row("\ufffd")
+    out["mojibake"] = per_row(_MOJIBAKE)
+    out["bidi_controls"] = per_row(_BIDI)
+    out["bom"] = per_row("\ufeff")
+    out["private_use"] = per_row(_PRIVATE_USE)
+
+    two_fields = pa.array(np.isin(tasks, [t for t, f in LANGUAGE_FIELDS.items() if len(f) == 2]))
+    text = pc.if_else(two_fields, pc.binary_join_element_wise(query, passage, " "), query)
+    mismatch = np.zeros(n, dtype=bool)
+    declared = _np(pc.binary_join(batch["scripts"].combine_chunks().cast(pa.list_(pa.string())), ",")).astype(str)
+    for extra in np.unique(declared):  # a source's declared scripts
+        rows = np.flatnonzero(declared == extra)
+        mismatch[rows] = langid.script_mismatch(text.take(pa.array(rows, pa.int64())), language,
+                                                tuple(filter(None, extra.split(","))))
     out["script_mismatch"] = mismatch
-    out["language_agrees"] = agrees
+    read = langid.check(text, language, min_chars=cfg.langid_min_chars, confidence=cfg.langid_confidence,
+                        margin=cfg.langid_margin, exclude_confidence=cfg.langid_exclude_confidence)
+    out["agrees"] = read.verdict
+    out["read_as"], out["p_read"] = read.read_as, read.p.round(3)
+    out["other_language"] = read.verdict == 0
     return out
 
 
-def _suite(gx, task: str, cfg: ValidationConfig):
+def _language_name(code: str | None) -> str:
+    lang = LANGUAGES.get(code) if code else None
+    return f"{lang.name} ({code})" if lang else str(code)
+
+
+def source_agreement(flags: pd.DataFrame, cfg: ValidationConfig) -> pd.DataFrame:
+    """Per source: rows, checked rows, agreement share, the commonest other reading, failed."""
+    rows = []
+    for (source, file), part in flags.groupby(["source", "file"], sort=True):
+        checked = part["agrees"].dropna()
+        others = part.loc[part["agrees"] == 0, "read_as"].value_counts()
+        agreement = float(checked.mean()) if len(checked) else float("nan")
+        applies = len(checked) >= MIN_CHECKED_ROWS
+        rows.append({
+            "source": source, "file": file, "rows": len(part), "checked": len(checked),
+            "agreement": round(agreement, 3), "reads_as": _language_name(others.index[0]) if len(others) else "",
+            "reads_as_share": round(float(others.iloc[0] / max(len(checked), 1)), 3) if len(others) else 0.0,
+            "failed": bool(applies and agreement < cfg.min_language_agreement),
+        })
+    return pd.DataFrame(rows)
+
+
+def _suite(gx, cfg: ValidationConfig):
     E = gx.expectations
-    k = TASKS[TaskType(task)].hard_negatives
-    max_negs = 1 if task == TaskType.classification.value else cfg.max_negatives
-
-    def flag(column: str, reason: str):
-        return E.ExpectColumnValuesToBeInSet(column=column, value_set=[False], meta={"reason": reason})
-
-    rules = [
-        *(E.ExpectColumnValueLengthsToBeBetween(
-            column=c, min_value=cfg.min_chars, max_value=cfg.max_chars,
-            meta={"reason": f"{c}: empty or longer than {cfg.max_chars} characters"}) for c in ("query", "passage")),
-        flag("negative_problem", f"a negative is empty or longer than {cfg.max_chars} characters"),
-        flag("query_is_passage", "query equals passage"),
-        flag("passage_in_negatives", "passage is also a negative"),
-        E.ExpectColumnValuesToBeBetween(
-            column="n_negatives", min_value=k, max_value=max_negs,
-            meta={"reason": f"{task} needs {k}..{max_negs} negatives"}),
-        flag("duplicate_pair", "duplicate (query, passage) pair"),
-        flag("control_characters", "control characters"),
-        flag("replacement_character", "U+FFFD in text (broken encoding)"),
-        flag("script_mismatch", "text is not in the language's script"),
-        E.ExpectColumnMeanToBeBetween(
-            column="language_agrees", min_value=cfg.min_language_agreement,
-            meta={"reason": f"language agreement below {cfg.min_language_agreement}", "slice": True}),
-        E.ExpectTableRowCountToBeBetween(
-            min_value=cfg.min_rows_per_slice,
-            meta={"reason": f"fewer than {cfg.min_rows_per_slice} rows", "slice": True}),
-    ]
-    suite = gx.ExpectationSuite(name=f"f2llm_{task}")
-    for rule in rules:
-        suite.add_expectation(rule)
+    suite = gx.ExpectationSuite(name="f2llm_rows")
+    for flag, reason in _reasons(cfg).items():
+        suite.add_expectation(E.ExpectColumnValuesToBeInSet(column=flag, value_set=[False], meta={"flag": flag, "reason": reason}))
+    suite.add_expectation(E.ExpectColumnValuesToBeInSet(
+        column="source_failed", value_set=[False],
+        meta={"flag": "source_failed", "reason": f"source language agreement below {cfg.min_language_agreement}", "slice": True}))
+    suite.add_expectation(E.ExpectTableRowCountToBeBetween(
+        min_value=cfg.min_rows_per_slice, meta={"reason": f"fewer than {cfg.min_rows_per_slice} rows", "slice": True}))
     return suite
 
 
-def validate(frame: pd.DataFrame, cfg: ValidationConfig, docs_dir: str | Path | None = None) -> ValidationOutcome:
-    import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
+class _Gx:
+    """One ephemeral context, one suite, one checkpoint, run once per language."""
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    frame = frame.reset_index(drop=True)
-    data = computed_columns(frame, cfg)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    batch = context.data_sources.add_pandas("f2llm").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("slice")
-    checkpoints = {}
-    for task in sorted(data["task"].unique()):
-        suite = context.suites.add(_suite(gx, task, cfg))
-        vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"validate_{task}", data=batch, suite=suite))
-        checkpoints[task] = context.checkpoints.add(gx.Checkpoint(
-            name=f"checkpoint_{task}", validation_definitions=[vd],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir else [],
+    def __init__(self, cfg: ValidationConfig, docs: bool) -> None:
+        import great_expectations as gx
+
+        logging.getLogger("great_expectations").setLevel(logging.ERROR)
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = {"globally": False}
+        batch = (self.context.data_sources.add_pandas("f2llm").add_dataframe_asset("flags")
+                 .add_batch_definition_whole_dataframe("language"))
+        suite = self.context.suites.add(_suite(gx, cfg))
+        vd = self.context.validation_definitions.add(gx.ValidationDefinition(name="validate_rows", data=batch, suite=suite))
+        self.checkpoint = self.context.checkpoints.add(gx.Checkpoint(
+            name="f2llm_rows", validation_definitions=[vd],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs else [],
             result_format={"result_format": "COMPLETE"},
         ))
 
+    def run(self, flags: pd.DataFrame, language: str):
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        run = self.checkpoint.run(batch_parameters={"dataframe": flags}, run_id=RunIdentifier(run_name=language))
+        return [er for result in run.run_results.values() for er in result.results]
+
+    def copy_docs(self, docs_dir: str | Path) -> Path:
+        site = self.context.get_docs_sites_urls()[0]["site_url"].removeprefix("file://")
+        shutil.copytree(Path(site).parent, docs_dir, dirs_exist_ok=True)
+        return Path(docs_dir)
+
+
+@dataclass
+class LanguageResult:
+    language: str
+    reasons: dict[int, list[str]]  # row position in the language -> reasons
+    summary: dict
+    records: list[dict]
+    sources: pd.DataFrame
+    failed_sources: list[str]
+
+
+def validate_language(batches: Callable[[], Iterable[pa.Table]], language: str, cfg: ValidationConfig,
+                      gx: _Gx, mined_tasks: frozenset[str] = frozenset()) -> LanguageResult:
+    """Pass 1 and the GX run for one language (module docstring); pass 2 is `split`."""
+    parts = [rule_columns(b, language, cfg, mined_tasks) for b in batches() if b.num_rows]
+    flags = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*KEYS, *FLAGS, "agrees"])
+    flags["duplicate_pair"] = flags.duplicated(["task", "pair_hash"], keep="first") if len(flags) else False
+    sources = source_agreement(flags, cfg).assign(language=language) if len(flags) else pd.DataFrame()
+    failed = sources.loc[sources["failed"], ["source", "file"]] if len(sources) else pd.DataFrame(columns=["source", "file"])
+    flags["source_failed"] = pd.MultiIndex.from_frame(flags[["source", "file"]]).isin(
+        pd.MultiIndex.from_frame(failed)) if len(flags) and len(failed) else False
+
     reasons: dict[int, list[str]] = {}
-    records, failed_slices = [], []
-    groups = data.groupby(["task", "language"], sort=True)
-    for (task, language), part in tqdm(groups, desc="validate slices", leave=False):
-        run = checkpoints[task].run(batch_parameters={"dataframe": part}, run_id=RunIdentifier(run_name=f"{language}-{task}"))
-        for result in run.run_results.values():
-            for er in result.results:
-                meta = er.expectation_config.meta or {}
-                failing = er.result.get("unexpected_index_list") or []
-                observed = er.result.get("observed_value")
-                # a slice rule with nothing to observe (no row's language could be checked) does not apply
-                applies = not (meta.get("slice") and observed is None)
-                records.append({
-                    "language": language, "task": task, "rule": meta.get("reason"), "applies": applies,
-                    "success": er.success or not applies, "observed": observed, "failing_rows": len(failing),
-                })
-                if er.success or not applies:
-                    continue
-                if meta.get("slice"):
-                    failed_slices.append((task, language, f"{meta['reason']} (observed {observed})"))
-                for idx in failing:
-                    reasons.setdefault(int(idx), []).append(meta["reason"])
+    records, failures = [], []
+    for er in gx.run(flags, language):
+        meta = er.expectation_config.meta or {}
+        failing = er.result.get("unexpected_index_list") or []
+        records.append({"language": language, "rule": meta["reason"], "applies": True, "success": er.success,
+                        "observed": er.result.get("observed_value", len(failing)), "failing_rows": len(failing)})
+        if er.success:
+            continue
+        if meta.get("flag") == "source_failed":
+            continue  # named per source below
+        if meta.get("slice"):
+            failures.append(f"{language}: {meta['reason']} (observed {er.result.get('observed_value')})")
+            continue
+        flag = meta["flag"]
+        for idx in failing:
+            why = meta["reason"]
+            if flag == "other_language":
+                why = f"reads as {_language_name(flags.at[idx, 'read_as'])}, p={flags.at[idx, 'p_read']:.2f}"
+            elif flag == "negative_count":
+                have, need = flags.at[idx, "n_negatives"], flags.at[idx, "negatives_needed"]
+                why = f"{have} negatives; {flags.at[idx, 'task']} needs {need}..{cfg.max_negatives}"
+            reasons.setdefault(int(idx), []).append(why)
+    for s in sources[sources["failed"]].itertuples() if len(sources) else ():
+        failures.append(f"{language}: source {s.source} ({s.file}): language agreement {s.agreement} below "
+                        f"{cfg.min_language_agreement} on {s.checked} checked rows"
+                        + (f"; {s.reads_as_share:.0%} read as {s.reads_as}" if s.reads_as else ""))
+        records.append({"language": language, "rule": f"source {s.source}: language agreement >= {cfg.min_language_agreement}",
+                        "applies": True, "success": False, "observed": s.agreement, "failing_rows": s.rows})
+    if failures and cfg.on_slice_failure == "drop":
+        for idx in np.flatnonzero(flags["source_failed"].to_numpy(dtype=bool)) if len(flags) else ():
+            reasons.setdefault(int(idx), []).append(f"source dropped: language agreement below {cfg.min_language_agreement}")
+        if len(flags) < cfg.min_rows_per_slice:
+            for idx in range(len(flags)):
+                reasons.setdefault(idx, []).append(f"language dropped: fewer than {cfg.min_rows_per_slice} rows")
+    checked = flags["agrees"].dropna() if len(flags) else pd.Series(dtype=float)
+    summary = {"language": language, "rows": len(flags), "quarantined": len(reasons),
+               "accepted": len(flags) - len(reasons),
+               "agreement": round(float(checked.mean()), 3) if len(checked) else float("nan"),
+               "checked_by": str(langid.method_for(language))}
+    return LanguageResult(language, reasons, summary, records, sources, failures)
 
-    if failed_slices and cfg.on_slice_failure == "stop":
-        raise ValidationFailed("slices failed validation (set validation.on_slice_failure: drop to quarantine them):\n  "
-                               + "\n  ".join(f"{lang}/{task}: {why}" for task, lang, why in failed_slices))
-    for task, language, why in failed_slices:  # on_slice_failure == "drop"
-        for idx in groups.indices[(task, language)]:
-            reasons.setdefault(int(idx), []).append(f"slice dropped: {why}")
 
-    bad = sorted(reasons)
-    quarantined = frame.loc[bad].assign(reasons=["; ".join(reasons[i]) for i in bad])
-    accepted = frame.drop(index=bad)
-    out_docs = None
-    if docs_dir is not None:
-        site = context.get_docs_sites_urls()[0]["site_url"].removeprefix("file://")
-        out_docs = Path(docs_dir)
-        shutil.copytree(Path(site).parent, out_docs, dirs_exist_ok=True)
+def split(batches: Iterable[pa.Table], reasons: dict[int, list[str]]) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """Pass 2: each batch as (accepted rows, quarantined rows with a `reasons` column)."""
+    start = 0
+    for batch in batches:
+        n = batch.num_rows
+        bad = np.array([i - start for i in range(start, start + n) if i in reasons], dtype=np.int64)
+        keep = np.setdiff1d(np.arange(n), bad)
+        quarantined = batch.take(pa.array(bad)).append_column(
+            "reasons", pa.array(["; ".join(reasons[start + i]) for i in bad], pa.string()))
+        yield batch.take(pa.array(keep)), quarantined
+        start += n
+
+
+def _check_stop(results: list[LanguageResult], cfg: ValidationConfig) -> None:
+    failures = [f for r in results for f in r.failed_sources]
+    if failures and cfg.on_slice_failure == "stop":
+        raise ValidationFailed("validation failed (set validation.on_slice_failure: drop to quarantine these "
+                               "sources instead):\n  " + "\n  ".join(failures))
+
+
+def _frames(results: list[LanguageResult]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    summary = pd.DataFrame([r.summary for r in results])
+    if len(summary) and not (summary["rows"] == summary["accepted"] + summary["quarantined"]).all():
+        raise AssertionError("validation lost rows: rows != accepted + quarantined")
+    sources = pd.concat([r.sources for r in results], ignore_index=True) if results else pd.DataFrame()
+    return summary, pd.DataFrame([rec for r in results for rec in r.records]), sources
+
+
+def validate(frame: pd.DataFrame, cfg: ValidationConfig, docs_dir: str | Path | None = None,
+             mined_tasks: Iterable[str] = ()) -> ValidationOutcome:
+    """Validate rows held in memory (tests, small data): every language in `frame`."""
+    mined = frozenset(mined_tasks)
+    gx = _Gx(cfg, docs=docs_dir is not None)
+    results, tables = [], {}
+    for language, part in tqdm(frame.groupby("language", sort=True), desc="validate languages", leave=False):
+        tables[language] = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
+        results.append(validate_language(lambda t=tables[language]: [t], language, cfg, gx, mined))
+    _check_stop(results, cfg)
+    accepted, quarantined = [], []
+    for result in results:
+        for ok, bad in split([tables[result.language]], result.reasons):
+            accepted.append(ok.to_pandas())
+            quarantined.append(bad.to_pandas())
+    summary, records, sources = _frames(results)
+    empty = frame.iloc[:0]
     return ValidationOutcome(
-        accepted.reset_index(drop=True), quarantined.reset_index(drop=True),
-        summarise(data, accepted.index, bad), pd.DataFrame(records), out_docs,
+        pd.concat(accepted, ignore_index=True) if accepted else empty.copy(),
+        pd.concat(quarantined, ignore_index=True) if quarantined else empty.assign(reasons=[]),
+        summary, records, gx.copy_docs(docs_dir) if docs_dir else None, sources,
     )
 
 
-def summarise(data: pd.DataFrame, accepted_idx, quarantined_idx) -> pd.DataFrame:
-    """Per language: rows, accepted, quarantined, agreement share, how agreement was checked."""
-    by_lang = data.groupby("language")
-    summary = pd.DataFrame({
-        "rows": by_lang.size(),
-        "accepted": data.loc[accepted_idx].groupby("language").size(),
-        "quarantined": data.loc[quarantined_idx].groupby("language").size(),
-    }).fillna(0).astype(int)
-    summary["agreement"] = by_lang["language_agrees"].mean().round(3)
-    summary["checked_by"] = [langid.method_for(lang) for lang in summary.index]
-    if not (summary["rows"] == summary["accepted"] + summary["quarantined"]).all():
-        raise AssertionError("validation lost rows: rows != accepted + quarantined")
-    return summary.reset_index()
+def task_groups(rows: dict[str, int], tasks: int) -> list[list[str]]:
+    """Languages packed into at most `tasks` groups of near-equal rows (largest first, each into
+    the lightest group), so a few pods validate many languages without a start-up each."""
+    groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(min(tasks, len(rows)))]
+    for lang in sorted(rows, key=lambda k: (-rows[k], k)):
+        i = min(range(len(groups)), key=lambda g: groups[g][0])
+        groups[i] = (groups[i][0] + rows[lang], groups[i][1] + [lang])
+    return [sorted(langs) for _, langs in groups if langs]
+
+
+def validate_partitions(rows_dir: str, languages: list[str], cfg: ValidationConfig, accepted_path: str,
+                        quarantine_path: str, docs_dir: str | Path | None = None,
+                        mined_tasks: Iterable[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Validate languages `ingest_partitioned` wrote, reading only their files, a batch at a time;
+    writes accepted and quarantined rows as parquet. -> (summary, rule records, sources)."""
+    from f2llm.data.ingest import language_table
+
+    mined = frozenset(mined_tasks)
+    gx = _Gx(cfg, docs=docs_dir is not None)
+    results = [validate_language(lambda lang=lang: language_table(rows_dir, lang), lang, cfg, gx, mined)
+               for lang in tqdm(languages, desc="validate languages")]
+    _check_stop(results, cfg)
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for result in results:  # every batch is written to both, so both files exist
+            for ok, bad in split(language_table(rows_dir, result.language), result.reasons):
+                for path, table in ((accepted_path, ok), (quarantine_path, bad)):
+                    if path not in writers:
+                        writers[path] = pq.ParquetWriter(path, table.schema)
+                    writers[path].write_table(table.cast(writers[path].schema))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    if docs_dir:
+        gx.copy_docs(docs_dir)
+    return _frames(results)

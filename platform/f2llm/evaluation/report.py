@@ -88,16 +88,22 @@ def render_html(results: pd.DataFrame, loss_png: bytes, title: str, k: int = 10)
 </body></html>"""
 
 
-def validation_html(per_language: pd.DataFrame, checks: pd.DataFrame, quarantined: pd.DataFrame) -> str:
-    """One page: rows/accepted/quarantined/agreement per language, failed rules, quarantine reasons."""
-    failed = checks[~checks["success"]].sort_values(["language", "task"])
+def validation_html(per_language: pd.DataFrame, checks: pd.DataFrame, quarantined: pd.DataFrame,
+                    sources: pd.DataFrame | None = None) -> str:
+    """One page: rows/accepted/quarantined/agreement per language, language agreement per source,
+    failed rules, quarantine reasons."""
+    failed = checks[~checks["success"]].sort_values(["language", "rule"])
     reasons = quarantined["reasons"].str.split("; ").explode().value_counts().rename_axis("reason").reset_index(name="rows")
     examples = quarantined.head(50).assign(query=lambda f: f["query"].str.slice(0, 80))[["language", "source", "row", "query", "reasons"]]
     totals = per_language[["rows", "accepted", "quarantined"]].sum()
+    by_source = "<p>none</p>"
+    if sources is not None and len(sources):
+        by_source = _table(sources.sort_values(["failed", "agreement"], ascending=[False, True]).drop(columns=["file"]))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Validation</title>{_STYLE}</head><body>
 <h1>Validation: {totals['rows']} rows, {totals['accepted']} accepted, {totals['quarantined']} quarantined</h1>
 <h2>Per language</h2>{_table(per_language)}
-<h2>Failed rules per slice</h2>{_table(failed) if len(failed) else "<p>none</p>"}
+<h2>Language agreement per source</h2>{by_source}
+<h2>Failed rules per language</h2>{_table(failed) if len(failed) else "<p>none</p>"}
 <h2>Quarantine reasons</h2>{_table(reasons) if len(reasons) else "<p>none</p>"}
 <h2>Quarantined rows (first 50)</h2>{_table(examples) if len(examples) else "<p>none</p>"}
 </body></html>"""
