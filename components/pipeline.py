@@ -1,4 +1,4 @@
-"""The F2LLM-v2 pipeline: ingest -> validate (a task per language) -> mine negatives -> base model -> prepare -> stage 1 -> stage 2 ->
+"""The F2LLM-v2 pipeline: ingest -> validate (a task per group of languages) -> mine negatives -> base model -> prepare -> stage 1 -> stage 2 ->
 evaluate -> export. The whole run is configured by one validated RunConfig passed as JSON.
 """
 
@@ -57,7 +57,7 @@ class Front:
 
 
 def data_and_teacher(config_json, on_cluster) -> Front:
-    """ingest -> validate (a task per language) -> merge -> mine -> base model -> prepare -> stage 1
+    """ingest -> validate (a task per group of languages) -> merge -> mine -> base model -> prepare -> stage 1
     -> stage 2, inside a pipeline function."""
     ingest = on_cluster(ingest_op(config_json=config_json), "ingest")
     with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as languages:
