@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from f2llm.data.ingest import IngestError, ingest, ingest_partitioned, language_table
-from f2llm.data.languages import LANGUAGES
+from f2llm.data.languages import language
 
 
 def test_sample_covers_the_languages_scripts_and_formats(sample_rows):
     langs = set(sample_rows["language"])
     assert len(langs) >= 24
-    assert len({LANGUAGES[c].script for c in langs}) >= 8
-    assert sum(LANGUAGES[c].low_resource for c in langs) >= len(langs) / 3
+    assert len({language(c).script for c in langs}) >= 8
+    assert sum(language(c).low_resource for c in langs) >= len(langs) / 3
     assert set(sample_rows["task"]) == {"retrieval", "bitext", "clustering", "classification"}
     held_out = sample_rows[sample_rows["split"] == "eval"]
     assert set(held_out["language"]) == langs

@@ -26,8 +26,8 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal
 
 import numpy as np
@@ -281,13 +281,6 @@ def _parquet_batches(uri: str) -> Iterator[pa.Table]:
 # -- Arrow -> the normalised schema ------------------------------------------------------------
 
 
-@dataclass
-class _Layout:
-    """Which negative fields a file uses, fixed by its first batch."""
-
-    negatives: list[str] = field(default_factory=list)
-
-
 def _first(mask: pa.Array | pa.ChunkedArray) -> int:
     return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
 
@@ -364,21 +357,23 @@ def _negatives(uri: str, table: pa.Table, layout: list[str], first: int) -> pa.L
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def _normalised(uri: str, spec: SourceSpec, table: pa.Table, layout: _Layout | None, first: int) -> tuple[pa.Table, _Layout]:
+def _normalised(uri: str, spec: SourceSpec, table: pa.Table, layout: list[str] | None,
+                first: int) -> tuple[pa.Table, list[str]]:
+    """One batch in the output schema; `layout` (the negative fields) is fixed by the file's first batch."""
     names = table.column_names
     if layout is None:
-        layout = _Layout(_negative_layout(uri, names))
+        layout = _negative_layout(uri, names)
     else:
         _negative_layout(uri, names)  # a later batch may not bring new kinds of fields
-        new = [n for n in names if _NEGATIVE.match(n) and n not in layout.negatives]
+        new = [n for n in names if _NEGATIVE.match(n) and n not in layout]
         if new:
-            raise IngestError(f"{uri}: record {first}: fields {new} appear after the first records used {layout.negatives}")
+            raise IngestError(f"{uri}: record {first}: fields {new} appear after the first records used {layout}")
     for name in TEXT_FIELDS:
         if name not in names:
             raise IngestError(f"{uri}: record {first}: missing field {name!r}")
     n = table.num_rows
     text = {name: _text(uri, name, table[name], first) for name in TEXT_FIELDS}
-    negatives = _negatives(uri, table, layout.negatives, first)
+    negatives = _negatives(uri, table, layout, first)
 
     def const(value, kind: pa.DataType) -> pa.Array:
         return pa.array([value] * n, kind) if n else pa.array([], kind)
@@ -434,8 +429,6 @@ class IngestStats:
 def ingest_partitioned(data_uri: str, out_dir: str) -> IngestStats:
     """Every source streamed to `out_dir/<language>/<k>.parquet`, so each validation task reads
     only its languages' files; memory stays at one batch, whatever the data's size."""
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     root = Path(out_dir)
@@ -454,7 +447,5 @@ def ingest_partitioned(data_uri: str, out_dir: str) -> IngestStats:
 
 def language_table(out_dir: str, language: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The batches `ingest_partitioned` wrote for one language, one file at a time."""
-    from pathlib import Path
-
     for path in sorted((Path(out_dir) / language).glob("*.parquet")):
         yield pq.read_table(path, columns=columns)

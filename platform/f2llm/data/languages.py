@@ -79,22 +79,9 @@ def language(code: str) -> Language:
     return Language(code, entry.name, scripts[0] if scripts else "", scripts)
 
 
-class _Languages(dict):
-    """code -> Language for every ISO 639-3 code, built on first use (`in` says whether valid)."""
-
-    def __missing__(self, code: str) -> Language:
-        self[code] = language(code)
-        return self[code]
-
-    def __contains__(self, code: object) -> bool:
-        try:
-            self[code]
-        except UnknownLanguage:
-            return False
-        return True
-
-    def get(self, code, default=None):
-        return self[code] if code in self else default
-
-
-LANGUAGES: dict[str, Language] = _Languages()
+def find(code: str) -> Language | None:
+    """The language `code` names, or None where it is not an ISO 639-3 language code."""
+    try:
+        return language(code)
+    except UnknownLanguage:
+        return None

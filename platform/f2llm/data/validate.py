@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from f2llm.config import ValidationConfig
 from f2llm.data import langid
-from f2llm.data.languages import LANGUAGES
+from f2llm.data.languages import find
 from f2llm.tasks import TASKS, TaskType
 
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
@@ -148,7 +148,8 @@ def rule_columns(batch: pa.Table, language: str, cfg: ValidationConfig, mined_ta
     cneg = _np(_canonical(neg_values)).astype(object)
     cp_np = _np(cp).astype(object)
     out["passage_in_negatives"] = _any_per_row(cneg == cp_np[parents], parents, n) if len(parents) else False
-    need = np.array([0 if t in mined_tasks else TASKS[TaskType(t)].hard_negatives for t in tasks], dtype=np.int64)
+    needs = {t: 0 if t in mined_tasks else TASKS[TaskType(t)].hard_negatives for t in np.unique(tasks)}
+    need = pd.Series(tasks).map(needs).to_numpy(dtype=np.int64)
     most = np.where(tasks == TaskType.classification.value, 1, cfg.max_negatives)
     out["negative_count"] = (n_negs < need) | (n_negs > most)
     out["n_negatives"], out["negatives_needed"] = n_negs, need
@@ -178,7 +179,7 @@ def rule_columns(batch: pa.Table, language: str, cfg: ValidationConfig, mined_ta
 
 
 def _language_name(code: str | None) -> str:
-    lang = LANGUAGES.get(code) if code else None
+    lang = find(code) if code else None
     return f"{lang.name} ({code})" if lang else str(code)
 
 
@@ -309,10 +310,11 @@ def validate_language(batches: Callable[[], Iterable[pa.Table]], language: str, 
 
 def split(batches: Iterable[pa.Table], reasons: dict[int, list[str]]) -> Iterator[tuple[pa.Table, pa.Table]]:
     """Pass 2: each batch as (accepted rows, quarantined rows with a `reasons` column)."""
+    positions = np.array(sorted(reasons), dtype=np.int64)
     start = 0
     for batch in batches:
         n = batch.num_rows
-        bad = np.array([i - start for i in range(start, start + n) if i in reasons], dtype=np.int64)
+        bad = positions[(positions >= start) & (positions < start + n)] - start
         keep = np.setdiff1d(np.arange(n), bad)
         quarantined = batch.take(pa.array(bad)).append_column(
             "reasons", pa.array(["; ".join(reasons[start + i]) for i in bad], pa.string()))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from f2llm.data.languages import LANGUAGES
+from f2llm.data.languages import find
 
 _STYLE = """<style>body{font-family:sans-serif;margin:2em;max-width:80em} .t{border-collapse:collapse}
 .t td,.t th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}</style>"""
@@ -31,7 +31,7 @@ def language_table(results: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     wide = full.pivot_table(index="language", columns="model", values=[f"ndcg@{k}", f"recall@{k}"])
     wide.columns = [f"{model} {metric}" for metric, model in wide.columns]
     wide.insert(0, "queries", full.groupby("language")["n_queries"].first())
-    wide.insert(0, "script", [LANGUAGES[c].script if c in LANGUAGES else "?" for c in wide.index])
+    wide.insert(0, "script", [(find(c).script if find(c) else "?") for c in wide.index])
     wide["Δ ndcg"] = wide[f"trained ndcg@{k}"] - wide[f"base ndcg@{k}"]
     return wide.reset_index()
 
