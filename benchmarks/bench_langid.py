@@ -46,7 +46,7 @@ from common import peak_rss_mb, write
 from f2llm.config import ValidationConfig
 from f2llm.data import langid
 from f2llm.data.cldr_text import cldr_languages, cldr_phrases
-from f2llm.data.languages import LANGUAGES
+from f2llm.data.languages import language
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = ROOT / "data" / "raw" / "facts.psv"
@@ -71,11 +71,11 @@ def labelled_set() -> tuple[list[str], list[str], list[str]]:
     for code in cldr_languages():
         by_language[langid.normalise(code)].append(code)
     texts, labels, origins = [], [], []
-    for language, codes in by_language.items():
+    for label, codes in by_language.items():
         for code in codes:
             phrases = cldr_phrases(code, math.ceil(PER_LANGUAGE / len(codes)), SEED)
             texts += phrases
-            labels += [language] * len(phrases)
+            labels += [label] * len(phrases)
             origins += ["cldr"] * len(phrases)
     for line in FACTS.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
@@ -152,14 +152,12 @@ def option_acceptance(option: tuple[str, str | None], language: str, texts: pa.A
     n = len(texts)
     accepted, verdict = np.zeros(n, bool), np.full(n, np.nan)
     mode, name = option
-    if mode == "script":
-        ok = script_ok(texts, language)[subset]
-        accepted[subset], verdict[subset] = ok, ok.astype(float)
-    elif mode in ("confirm", "exclude"):
-        v = langid.verdicts([readings[name][i] for i in subset], language, mode, confidence=CONFIDENCE,
-                            margin=MARGIN, exclude_confidence=EXCLUDE_CONFIDENCE).verdict
+    if mode in ("confirm", "exclude", "script"):  # the gate as validation runs it: langid.judge + script rule
+        v = langid.judge(lambda d: [readings[d][i] for i in subset], len(subset), language, langid.Method(mode, name),
+                         confidence=CONFIDENCE, margin=MARGIN, exclude_confidence=EXCLUDE_CONFIDENCE).verdict
         verdict[subset] = v
-        accepted[subset] = v == 1 if mode == "confirm" else v != 0  # exclude: unsure counts as agreeing
+        agrees = v == 1 if mode == "confirm" else v != 0  # exclude/script: unsure counts as agreeing
+        accepted[subset] = agrees & script_ok(texts, language)[subset]
     else:  # baselines on lid.176's readings: "top3" / "top1"
         top = 3 if mode == "top3" else 1
         ok = np.array([language in [code for code, _ in readings["lid176"][i][:top]] for i in subset])
@@ -219,13 +217,13 @@ def main() -> None:
     by_language = {lang: rng.permutation(np.flatnonzero(label_arr == lang)) for lang in sorted(set(labels))}
     by_script: dict[str, list[str]] = defaultdict(list)
     for lang in by_language:
-        by_script[LANGUAGES[lang].script].append(lang)
+        by_script[language(lang).script].append(lang)
 
     evaluated = time.perf_counter()
     per_language, chosen_rows, baseline_rows = [], [], {"lid176 top-3": [], "lid176 top-1": []}
     methods = {}
     for lang, own in tqdm(by_language.items(), desc="languages"):
-        info = LANGUAGES[lang]
+        info = language(lang)
         others = {w: by_language[w] for w in by_script[info.script] if w != lang} if info.script else {}
         subset = np.concatenate([own, *others.values()])
         options = [("confirm", d) for d in langid.DETECTORS if langid.knows(d, lang)]

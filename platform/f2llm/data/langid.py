@@ -23,6 +23,7 @@ share of its checked rows that agree (validate.py). Texts are whitespace-collaps
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -32,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from f2llm.data.languages import HIGH_RESOURCE, LANGUAGES
+from f2llm.data.languages import HIGH_RESOURCE, find
 
 DETECT_CHARS = 160
 Mode = Literal["confirm", "exclude", "script"]
@@ -209,39 +210,46 @@ def check(texts: pa.Array | pa.ChunkedArray, language: str, *, min_chars: int, c
     chosen = pc.take(flat, pa.array(long_enough, pa.int64())).to_pylist()
     n = len(flat)
 
+    @cache  # the chosen detector may be lid.176, the second opinion too: read once
     def read(name: str) -> list[list[tuple[str, float]]]:
         readings: list[list[tuple[str, float]]] = [[] for _ in range(n)]
         for i, top in zip(long_enough, detector(name).read(chosen)):
             readings[i] = top
         return readings
 
+    return judge(read, n, language, method, confidence=confidence, margin=margin, exclude_confidence=exclude_confidence)
+
+
+def judge(read: Callable[[str], list[list[tuple[str, float]]]], n: int, language: str, method: Method, *,
+          confidence: float, margin: float, exclude_confidence: float) -> Readings:
+    """The gate's verdicts for `n` texts under `method`, given `read(detector)` -> their readings.
+    `check` and `benchmarks/bench_langid.py` both call this, so what is measured is what runs.
+
+    Outside confirm mode lid.176 (fast, strong on high-resource text) has a say: its top reading
+    being the label clears a row another detector excluded, and text it reads as a high-resource
+    language with p >= `exclude_confidence` disagrees (English, Spanish, ... labelled Hausa, Quechua).
+    """
     if method.mode == "script":
         out = Readings(np.full(n, np.nan), [None] * n, np.zeros(n))
     else:
         out = verdicts(read(method.detector), language, method.mode, confidence=confidence, margin=margin,
                        exclude_confidence=exclude_confidence)
-    if method.mode != "confirm":
-        _second_opinion(out, read("lid176"), language, exclude_confidence)
-    return out
-
-
-def _second_opinion(out: Readings, readings: list[list[tuple[str, float]]], language: str, p_min: float) -> None:
-    """Where a language cannot be confirmed, lid.176 (fast, strong on high-resource text) has a
-    say: its top reading being the label clears a row another detector excluded, and text it reads
-    as a high-resource language with p >= `p_min` disagrees (English, Spanish, ... labelled Hausa,
-    Quechua)."""
-    for i, top in enumerate(readings):
+    if method.mode == "confirm":
+        return out
+    language = normalise(language)
+    for i, top in enumerate(read("lid176")):
         if not top:
             continue
         code, p = top[0]
         if code == language:
             out.verdict[i] = 1.0
-        elif code in HIGH_RESOURCE and p >= p_min:
+        elif code in HIGH_RESOURCE and p >= exclude_confidence:
             out.verdict[i], out.read_as[i], out.p[i] = 0.0, code, p
+    return out
 
 
 def allowed_scripts(language: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    lang = LANGUAGES.get(language)
+    lang = find(language)
     return tuple(dict.fromkeys((*(lang.scripts if lang else ()), *extra)))
 
 
