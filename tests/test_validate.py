@@ -240,3 +240,12 @@ def test_sample_passes_with_its_known_quarantine(sample_rows):
     assert len(out.accepted) + len(out.quarantined) == len(sample_rows)
     assert len(out.quarantined) <= 0.02 * len(sample_rows), out.quarantined["reasons"].value_counts()
     assert (out.summary["agreement"] >= 0.6).all()
+
+
+def test_negative_count_reason_gives_the_tasks_own_bounds(tmp_path):
+    """Classification keeps exactly one negative (the other label), whatever max_negatives says."""
+    rows = [_row(q, a, ["Jibu lingine kabisa.", "Jibu la tatu hapa.", "Jibu la nne hapa."]) for q, a in SWA]
+    out = _validate(tmp_path, {"src": ("swa", rows)}, ValidationConfig(on_slice_failure="drop"),
+                    src={"task": "classification"})
+    assert out.quarantined["reasons"].str.contains("3 negatives; classification needs 1..1").all()
+    assert len(out.quarantined) == len(rows)

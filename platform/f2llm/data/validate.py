@@ -98,7 +98,7 @@ class ValidationOutcome:
     accepted: pd.DataFrame
     quarantined: pd.DataFrame  # the input columns plus `reasons`
     summary: pd.DataFrame  # per language: rows, accepted, quarantined, agreement, checked_by
-    slices: pd.DataFrame  # per (language, rule): applies, success, observed, failing rows
+    slices: pd.DataFrame  # per (language, rule): success, observed, failing rows
     docs_dir: Path | None
     sources: pd.DataFrame = field(default_factory=pd.DataFrame)  # per source: agreement, read as
 
@@ -152,7 +152,7 @@ def rule_columns(batch: pa.Table, language: str, cfg: ValidationConfig, mined_ta
     need = pd.Series(tasks).map(needs).to_numpy(dtype=np.int64)
     most = np.where(tasks == TaskType.classification.value, 1, cfg.max_negatives)
     out["negative_count"] = (n_negs < need) | (n_negs > most)
-    out["n_negatives"], out["negatives_needed"] = n_negs, need
+    out["n_negatives"], out["negatives_needed"], out["negatives_allowed"] = n_negs, need, most
     out["pair_hash"] = pd.util.hash_array(_np(pc.binary_join_element_wise(cq, cp, "\x1f")).astype(object))
     out["control_characters"] = per_row(_CONTROL)
     out["replacement_character"] = per_row("\ufffd")
@@ -270,7 +270,7 @@ def validate_language(batches: Callable[[], Iterable[pa.Table]], language: str, 
     for er in gx.run(flags, language):
         meta = er.expectation_config.meta or {}
         failing = er.result.get("unexpected_index_list") or []
-        records.append({"language": language, "rule": meta["reason"], "applies": True, "success": er.success,
+        records.append({"language": language, "rule": meta["reason"], "success": er.success,
                         "observed": er.result.get("observed_value", len(failing)), "failing_rows": len(failing)})
         if er.success:
             continue
@@ -285,15 +285,15 @@ def validate_language(batches: Callable[[], Iterable[pa.Table]], language: str, 
             if flag == "other_language":
                 why = f"reads as {_language_name(flags.at[idx, 'read_as'])}, p={flags.at[idx, 'p_read']:.2f}"
             elif flag == "negative_count":
-                have, need = flags.at[idx, "n_negatives"], flags.at[idx, "negatives_needed"]
-                why = f"{have} negatives; {flags.at[idx, 'task']} needs {need}..{cfg.max_negatives}"
+                have, need, most = (flags.at[idx, k] for k in ("n_negatives", "negatives_needed", "negatives_allowed"))
+                why = f"{have} negatives; {flags.at[idx, 'task']} needs {need}..{most}"
             reasons.setdefault(int(idx), []).append(why)
     for s in sources[sources["failed"]].itertuples() if len(sources) else ():
         failures.append(f"{language}: source {s.source} ({s.file}): language agreement {s.agreement} below "
                         f"{cfg.min_language_agreement} on {s.checked} checked rows"
                         + (f"; {s.reads_as_share:.0%} read as {s.reads_as}" if s.reads_as else ""))
         records.append({"language": language, "rule": f"source {s.source}: language agreement >= {cfg.min_language_agreement}",
-                        "applies": True, "success": False, "observed": s.agreement, "failing_rows": s.rows})
+                        "success": False, "observed": s.agreement, "failing_rows": s.rows})
     if failures and cfg.on_slice_failure == "drop":
         for idx in np.flatnonzero(flags["source_failed"].to_numpy(dtype=bool)) if len(flags) else ():
             reasons.setdefault(int(idx), []).append(f"source dropped: language agreement below {cfg.min_language_agreement}")
