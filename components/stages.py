@@ -57,26 +57,29 @@ def merge_validation_op(
     quarantine: Output[Dataset], per_language: Output[Dataset], summary: Output[Markdown], report: Output[HTML],
     metrics: Output[Metrics],
 ):
+    """The validation tasks' outputs as one: rows streamed part by part (merge_parts), the
+    per-language table, the HTML report and metrics."""
     import pandas as pd
+    from f2llm.data.validate import merge_parts
     from f2llm.evaluation.report import markdown_table, validation_html
 
-    def concat(parts):
-        return pd.concat([pd.read_parquet(p.path) for p in parts], ignore_index=True)
+    def concat(parts, columns=None):
+        return pd.concat([pd.read_parquet(p.path, columns=columns) for p in parts], ignore_index=True)
 
-    rows_ok, rows_bad = concat(accepted_parts), concat(quarantine_parts)
+    n_ok = merge_parts([p.path for p in accepted_parts], accepted.path)
+    n_bad = merge_parts([p.path for p in quarantine_parts], quarantine.path)
     languages = concat(summary_parts).sort_values("language")
     languages.to_csv(per_language.path, index=False)
-    rows_ok.to_parquet(accepted.path, index=False)
-    rows_bad.to_parquet(quarantine.path, index=False)
     table = markdown_table(languages)
     print(table)
     with open(summary.path, "w") as fh:
         fh.write("# Validation per language\n\n" + table + "\n")
+    rows_bad = concat(quarantine_parts, ["language", "source", "row", "query", "reasons"])  # the report's columns
     with open(report.path, "w") as fh:
         fh.write(validation_html(languages, concat(check_parts), rows_bad, concat(source_parts)))
     metrics.log_metric("rows", int(languages["rows"].sum()))
-    metrics.log_metric("accepted", len(rows_ok))
-    metrics.log_metric("quarantined", len(rows_bad))
+    metrics.log_metric("accepted", n_ok)
+    metrics.log_metric("quarantined", n_bad)
 
 
 @component

@@ -173,9 +173,19 @@ class Readings:
 
 
 def detection_text(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Whitespace collapsed to single spaces, cut to DETECT_CHARS characters (vectorised)."""
-    flat = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, r"\s+", " "))
+    """Whitespace collapsed to single spaces, cut to DETECT_CHARS characters (vectorised). Only a
+    long text's head is collapsed: the cut needs no more unless it is mostly whitespace."""
+    head = pc.utf8_slice_codeunits(texts, 0, 4 * DETECT_CHARS)
+    flat = pc.utf8_trim_whitespace(pc.replace_substring_regex(head, r"\s+", " "))
     return pc.utf8_slice_codeunits(flat, 0, DETECT_CHARS)
+
+
+def count_chars(texts: pa.Array | pa.ChunkedArray, char_class: str) -> np.ndarray:
+    """Per text, its characters in an RE2 class (`char_class` is the inside: r"\\pL",
+    r"\\p{Latin}\\p{Han}"): the length left after deleting runs of the others. A regex match per
+    run, not per character as counting matches would take (3x faster on sentences)."""
+    kept = pc.replace_substring_regex(texts, f"[^{char_class}]+", "")
+    return pc.utf8_length(kept).to_numpy(zero_copy_only=False)
 
 
 def verdicts(readings: list[list[tuple[str, float]]], language: str, mode: Mode, *, confidence: float,
@@ -205,7 +215,7 @@ def check(texts: pa.Array | pa.ChunkedArray, language: str, *, min_chars: int, c
     unchecked (NaN): too short to tell."""
     method = method or method_for(language)
     flat = detection_text(texts)
-    letters = pc.count_substring_regex(flat, r"\pL").to_numpy(zero_copy_only=False)
+    letters = count_chars(flat, r"\pL")
     long_enough = np.flatnonzero(letters >= min_chars)
     chosen = pc.take(flat, pa.array(long_enough, pa.int64())).to_pylist()
     n = len(flat)
@@ -266,12 +276,9 @@ def script_mismatch(texts: pa.Array | pa.ChunkedArray, language: str, extra: tup
     if not scripts:
         return np.zeros(n, dtype=bool)
 
-    def count(pattern: str) -> np.ndarray:
-        return pc.count_substring_regex(texts, pattern).to_numpy(zero_copy_only=False)
-
-    letters = count(r"\pL")
-    own = count("[" + "".join(rf"\p{{{s}}}" for s in scripts) + "]")
+    letters = count_chars(texts, r"\pL")
+    own = count_chars(texts, "".join(rf"\p{{{s}}}" for s in scripts))
     if "Latin" in scripts:
         return (letters > 0) & (2 * own < letters)
-    other = letters - own - count(r"\p{Latin}")
+    other = letters - own - count_chars(texts, r"\p{Latin}")
     return (letters > 0) & ((own == 0) | (own < other))

@@ -58,12 +58,16 @@ from f2llm.tasks import TASKS, TaskType
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 _INVISIBLE_ONLY = r"^[\s\p{Z}\p{Cf}\p{Cc}]*$"
 _INVISIBLE = r"[\s\p{Z}\p{Cf}]+"
+# what `_canonical` must rewrite: a space other than U+0020 (NBSP, ...), a control or format
+# character, two spaces in a row, or a space at either end
+_ODD_SPACING = r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\x{a0}\x{1680}\x{2000}-\x{200a}\x{202f}\x{205f}\x{3000}]|  |^ | $"
 # UTF-8 bytes shown as Latin-1/cp1252: a lead byte (U+00C2-U+00EF) followed by continuation bytes
 # (U+0080-U+00BF, or the cp1252 characters those bytes map to).
 _CONT = "[\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
 _MOJIBAKE = f"[\u00c2-\u00df]{_CONT}|[\u00e0-\u00ef]{_CONT}{_CONT}"
 _BIDI = "[\u202a-\u202e\u2066-\u2069]"
 _PRIVATE_USE = r"\p{Co}"
+_SUSPECT = "|".join(f"(?:{p})" for p in (_CONTROL, "\ufffd", _MOJIBAKE, _BIDI, "\ufeff", _PRIVATE_USE))
 # Fields written in the source's language (bitext passages are English; labels are label text).
 LANGUAGE_FIELDS = {"retrieval": ("query", "passage"), "clustering": ("query", "passage"),
                    "bitext": ("query",), "classification": ("query",)}
@@ -115,8 +119,14 @@ def _np(arr) -> np.ndarray:
 
 
 def _canonical(texts: pa.Array) -> pa.Array:
-    """The form equality rules compare: case-folded, invisible characters and runs of space as one."""
-    return pc.utf8_trim_whitespace(pc.utf8_lower(pc.replace_substring_regex(texts, _INVISIBLE, " ")))
+    """The form equality rules compare: case-folded, invisible characters and runs of space as one.
+    Only texts with such spacing go through the (slow, a match per space) regex replace."""
+    lowered = pc.utf8_lower(texts)
+    odd = pc.match_substring_regex(lowered, _ODD_SPACING)
+    if not pc.any(odd).as_py():
+        return lowered
+    fixed = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.filter(lowered, odd), _INVISIBLE, " "))
+    return pc.replace_with_mask(lowered, odd, fixed)
 
 
 def _any_per_row(flags: np.ndarray, parents: np.ndarray, n: int) -> np.ndarray:
@@ -132,9 +142,18 @@ def rule_columns(batch: pa.Table, language: str, cfg: ValidationConfig, mined_ta
     neg_values, parents = negs.flatten(), _np(pc.list_parent_indices(negs))
     n_negs = _np(pc.list_value_length(negs)).astype(np.int64)
 
+    rows = np.arange(n)
+    # (texts, their rows, which may break a character rule): one pass over clean text, not one a rule
+    fields = [(t, r, np.flatnonzero(_np(pc.match_substring_regex(t, _SUSPECT))))
+              for t, r in ((query, rows), (passage, rows), (neg_values, parents))]
+
     def per_row(pattern: str) -> np.ndarray:
-        return (_np(pc.match_substring_regex(query, pattern)) | _np(pc.match_substring_regex(passage, pattern))
-                | _any_per_row(_np(pc.match_substring_regex(neg_values, pattern)), parents, n))
+        hit = np.zeros(n, dtype=bool)
+        for texts, owner, suspect in fields:
+            if len(suspect):
+                found = _np(pc.match_substring_regex(texts.take(pa.array(suspect, pa.int64())), pattern))
+                hit[owner[suspect[found]]] = True
+        return hit
 
     tasks = _np(batch["task"]).astype(str)
     out = pd.DataFrame({k: _np(batch[k]) for k in KEYS})
@@ -397,3 +416,18 @@ def validate_partitions(rows_dir: str, languages: list[str], cfg: ValidationConf
     if docs_dir:
         gx.copy_docs(docs_dir)
     return _frames(results)
+
+
+def merge_parts(parts: Iterable[str], out_path: str) -> int:
+    """The validation tasks' parquet files as one, a row group at a time (the fan-in of
+    `validate_partitions`: memory stays at one batch at any size). -> rows written."""
+    files = [pq.ParquetFile(p) for p in parts]
+    schema = pa.unify_schemas([f.schema_arrow for f in files], promote_options="permissive")
+    rows = 0
+    with pq.ParquetWriter(out_path, schema) as writer:
+        for f in files:
+            for group in range(f.num_row_groups):
+                table = f.read_row_group(group)
+                writer.write_table(table.cast(schema) if table.schema != schema else table)
+                rows += table.num_rows
+    return rows
