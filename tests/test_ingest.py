@@ -144,6 +144,28 @@ def test_text_is_nfc_normalised_once(tmp_path):
     assert nfc != nfd and frame["query"][0] == frame["passage"][0] == frame["negatives"][0][0] == nfc
 
 
+def test_nfc_quick_check_matches_python_unicodedata():
+    """Ingest normalises only texts its quick check flags; the result must equal full NFC (Python's
+    unicodedata as the reference) on text built to trip it: every decomposable letter in NFD, marks
+    out of canonical order, Hangul jamo, singletons (Angstrom, Ohm), Indic nukta and Tamil vowel pairs."""
+    import random
+
+    from f2llm.data.ingest import _nfc
+
+    rng = random.Random(0)
+    base = [chr(c) for c in range(0x20, 0x3000) if unicodedata.category(chr(c))[0] in "LMN"]
+    marks = [chr(c) for c in range(0x300, 0x370)] + ["\u093c", "\u0bbe", "\u0bd7", "\u3099", "\u1161", "\u11a8"]
+    texts = [unicodedata.normalize("NFD", c) for c in base]
+    texts += ["".join(rng.choice(base) + "".join(rng.choices(marks, k=rng.randint(0, 3))) for _ in range(8))
+              for _ in range(3000)]
+    texts += ["\u212b", "\u2126", "\u1100\u1161\u11a8", "\u0b95\u0bc6\u0bbe", "\u0915\u093c", "plain ascii", ""]
+    out = _nfc(pa.array(texts)).to_pylist()
+    assert out == [unicodedata.normalize("NFC", t) for t in texts]
+    # the quick check's table stops at plane 3: nothing above it composes, reorders or changes
+    assert not any(unicodedata.combining(chr(c)) or unicodedata.decomposition(chr(c))
+                   for c in range(0x30000, 0x110000))
+
+
 def test_paths_stay_inside_the_data_directory(tmp_path):
     (tmp_path / "outside.jsonl").write_bytes(_jsonl(GOOD))
     data = tmp_path / "data"
@@ -206,3 +228,24 @@ def test_partitioned_output_holds_each_language_apart(tmp_path):
     assert stats.rows == {"swa": 2, "eng": 1} and stats.sources == 2
     swa = pa.concat_tables(language_table(str(tmp_path / "rows"), "swa"))
     assert swa["source"].to_pylist() == ["a", "a"] and swa["row"].to_pylist() == [0, 1]
+
+
+def test_parallel_ingest_keeps_manifest_order_and_names_the_first_bad_source(tmp_path):
+    """Sources are read by threads; a language must still read back in manifest order (row numbers
+    per source, sources in order), and a bad source fails the run naming it, not a later one."""
+    data = tmp_path / "data"
+    data.mkdir()
+    sources = []
+    for i in range(6):
+        (data / f"s{i}.jsonl").write_bytes(_jsonl(*[{**GOOD, "query": f"swali {i}.{r}"} for r in range(3 + i)]))
+        sources.append({"name": f"s{i}", "path": f"s{i}.jsonl", "task": "retrieval", "language": "swa"})
+    (data / "sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    stats = ingest_partitioned(str(data), str(tmp_path / "rows"), workers=3)
+    back = pa.concat_tables(language_table(str(tmp_path / "rows"), "swa"))
+    assert stats.rows == {"swa": sum(3 + i for i in range(6))}
+    assert back["query"].to_pylist() == [f"swali {i}.{r}" for i in range(6) for r in range(3 + i)]
+
+    (data / "s2.jsonl").write_bytes(_jsonl(GOOD, {**GOOD, "passage": None}))
+    (data / "s4.jsonl").write_bytes(b"{not json")
+    with pytest.raises(IngestError, match=r"s2\.jsonl: record 1: field 'passage' is null"):
+        ingest_partitioned(str(data), str(tmp_path / "rows2"), workers=3)

@@ -249,3 +249,23 @@ def test_negative_count_reason_gives_the_tasks_own_bounds(tmp_path):
                     src={"task": "classification"})
     assert out.quarantined["reasons"].str.contains("3 negatives; classification needs 1..1").all()
     assert len(out.quarantined) == len(rows)
+
+
+def test_equality_canon_matches_the_plain_regex_form():
+    """`_canonical` rewrites only texts with odd spacing; on every space, control and format code
+    point (alone, doubled, leading, trailing, between words) it must equal the one-regex form."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from f2llm.data.validate import _INVISIBLE, _canonical
+
+    odd = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) in ("Zs", "Zl", "Zp", "Cf", "Cc")]
+    rng = random.Random(0)
+    texts = odd + [c * 2 for c in odd] + ["", " ", "a b", " a", "a ", "A  B"]
+    texts += ["".join(w + rng.choice([*odd, " ", " ", ""]) for w in rng.choices(["Ab", "ÇA", "Ω", "語", "x"], k=5))
+              for _ in range(5000)]
+    arr = pa.array(texts)
+    plain = pc.utf8_trim_whitespace(pc.utf8_lower(pc.replace_substring_regex(arr, _INVISIBLE, " ")))
+    assert _canonical(arr).to_pylist() == plain.to_pylist()

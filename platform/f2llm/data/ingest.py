@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal
 
@@ -289,7 +292,7 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
 
 
-def _text(uri: str, name: str, col: pa.ChunkedArray, first: int) -> pa.ChunkedArray:
+def _text(uri: str, name: str, col: pa.ChunkedArray, first: int) -> pa.Array:
     """A text field checked (string, no nulls, valid UTF-8) and NFC-normalised."""
     if not _is_text(col.type):
         bad = _first(pc.is_valid(col))
@@ -305,7 +308,38 @@ def _text(uri: str, name: str, col: pa.ChunkedArray, first: int) -> pa.ChunkedAr
                 value.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise IngestError(f"{uri}: record {first + i}: field {name!r} is not valid UTF-8 (byte {err.start})") from None
-    return pc.utf8_normalize(col, "NFC")
+    return _nfc(col.combine_chunks())
+
+
+@cache
+def _nfc_unstable() -> str:
+    """An RE2 class of the code points NFC can change a text at: non-zero combining class
+    (reordering), NFC_Quick_Check=No (NFC(c) != c) or Maybe (the second of a canonical pair,
+    Hangul medial vowels and final consonants). A text with none is already NFC (UAX #15, quick
+    check), so only the others pay for normalisation."""
+    points = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul V and T jamo
+    for cp in range(0x30000):  # planes 3-16 hold no such code point (tests/test_ingest.py checks)
+        c = chr(cp)
+        if unicodedata.combining(c) or unicodedata.normalize("NFC", c) != c:
+            points.add(cp)
+        parts = unicodedata.decomposition(c).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            points.add(int(parts[1], 16))
+    ranges: list[list[int]] = []
+    for cp in sorted(points):
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "[" + "".join(rf"\x{{{a:x}}}-\x{{{b:x}}}" for a, b in ranges) + "]"
+
+
+def _nfc(texts: pa.Array) -> pa.Array:
+    """NFC, normalising only the texts the quick check cannot clear (3x faster on mixed text)."""
+    unstable = pc.match_substring_regex(texts, _nfc_unstable())
+    if not pc.any(unstable).as_py():
+        return texts
+    return pc.replace_with_mask(texts, unstable, pc.utf8_normalize(pc.filter(texts, unstable), "NFC"))
 
 
 def _negative_layout(uri: str, names: list[str]) -> list[str]:
@@ -340,7 +374,7 @@ def _negatives(uri: str, table: pa.Table, layout: list[str], first: int) -> pa.L
             item = _first(pc.is_null(values))
             row = int(np.searchsorted(col.offsets.to_numpy(), item, side="right")) - 1
             raise IngestError(f"{uri}: record {first + row}: negatives[{item - col.offsets[row].as_py()}] is null")
-        texts = _text(uri, "negatives", pa.chunked_array([values]), first).combine_chunks()
+        texts = _text(uri, "negatives", pa.chunked_array([values]), first)
         return pa.ListArray.from_arrays(col.offsets, texts)
     cols = []
     for name in layout:
@@ -352,7 +386,7 @@ def _negatives(uri: str, table: pa.Table, layout: list[str], first: int) -> pa.L
     valid = np.stack([c.is_valid().to_numpy(zero_copy_only=False) for c in cols], axis=1)
     order = (np.arange(len(cols))[None, :] * n + np.arange(n)[:, None])[valid]
     filled = pa.chunked_array([pa.concat_arrays(cols).take(pa.array(order, pa.int64()))], pa.string())
-    values = _text(uri, "negatives", filled, first).combine_chunks() if len(order) else pa.array([], pa.string())
+    values = _text(uri, "negatives", filled, first) if len(order) else pa.array([], pa.string())
     offsets = np.concatenate([[0], np.cumsum(valid.sum(axis=1))]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
@@ -426,22 +460,38 @@ class IngestStats:
     files: int
 
 
-def ingest_partitioned(data_uri: str, out_dir: str) -> IngestStats:
-    """Every source streamed to `out_dir/<language>/<k>.parquet`, so each validation task reads
-    only its languages' files; memory stays at one batch, whatever the data's size."""
+def ingest_partitioned(data_uri: str, out_dir: str, workers: int | None = None) -> IngestStats:
+    """Every source streamed to `out_dir/<language>/<source>-<k>.parquet`, so each validation task
+    reads only its languages' files; memory stays at one batch per worker, whatever the data's
+    size. Sources are read by `workers` threads (Arrow parses and normalises outside the GIL); file
+    names keep the manifest's order, so a language reads back the same rows in the same order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     root = Path(out_dir)
+    specs = read_manifest(data_uri)
+    for spec in specs:
+        (root / spec.language).mkdir(parents=True, exist_ok=True)
+
+    def one(index: int) -> tuple[int, int]:
+        spec, rows, files = specs[index], 0, 0
+        for table in source_batches(data_uri, spec):
+            pq.write_table(table, root / spec.language / f"{index:06d}-{files:06d}.parquet")
+            rows, files = rows + table.num_rows, files + 1
+        return rows, files
+
     rows: dict[str, int] = {}
     files = 0
-    specs = read_manifest(data_uri)
-    for spec in tqdm(specs, desc="ingest sources", unit="source"):
-        folder = root / spec.language
-        folder.mkdir(parents=True, exist_ok=True)
-        for table in source_batches(data_uri, spec):
-            pq.write_table(table, folder / f"{files:06d}.parquet")
-            files += 1
-            rows[spec.language] = rows.get(spec.language, 0) + table.num_rows
+    with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+        done = tqdm(pool.map(one, range(len(specs))), total=len(specs), desc="ingest sources", unit="source")
+        try:
+            for spec, (n, k) in zip(specs, done):  # raises the first failing source's error
+                rows[spec.language] = rows.get(spec.language, 0) + n
+                files += k
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a bad source fails the run now, not after the rest
+            raise
     return IngestStats(rows, len({s.name for s in specs}), files)
 
 
