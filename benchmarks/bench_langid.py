@@ -1,13 +1,31 @@
 """Language ID on a labelled set: per language, which detector and rule checks it best.
 
 A source labelled L is accepted by validation when its rows read as L. A check must pass L's own
-text (right) and, above all, catch text of another language that shares L's script (wrong): a
-different script is caught by the script rule anyway, so same-script text is the only case the
-detectors add anything for. Both are measured for every option (`langid.verdicts` with a
-detector in "confirm" or "exclude" mode) on every language CLDR covers well (texts from
-`f2llm.data.cldr_text`, offline) plus the hand-written sentences in data/raw/facts.psv, and the
-best option per language is written to f2llm/data/langid_methods.json, which `langid.method_for`
-reads:
+text (right) and, above all, catch text of another language in L's script (wrong): a different
+script is caught by the script rule anyway, so same-script text is the only case the detectors
+add anything for. Both are measured for every option (`langid.judge` with a detector in
+"confirm" or "exclude" mode, or the script rule alone) on a labelled set meant to look like the
+rows validation reads - sentences:
+
+- "catalog": Django's translated UI sentences (`f2llm.data.catalog_text`, offline; ~90 locales,
+  many low-resource), two of a language's sentences joined by a space per text
+  (`catalog_pairs`), up to PER_LANGUAGE per language: validation reads a retrieval or
+  clustering row as query + " " + passage cut to DETECT_CHARS characters, and a single UI string
+  (median ~34 letters) is shorter than that, too short to tell neighbours apart (Danish and
+  Norwegian, Croatian and Bosnian), which would push their choice to weak modes that real rows
+  do not need. A language with >= SOURCE of them keeps no CLDR phrase: those are name lists (territories, languages, months), often spelled alike
+  across languages and too short to identify, so mixing them in would measure undecidable text
+  and push the choice towards weak modes that let wrong labels through on real rows.
+- "cldr": CLDR phrases (`f2llm.data.cldr_text`) for the languages the catalogs do not cover (or
+  cover with fewer than SOURCE sentences, topped up to PER_LANGUAGE), so that every language
+  CLDR covers well is still measured; they stay in the set as other languages' wrong text too.
+- "facts": the hand-written sentences in data/raw/facts.psv.
+
+Each text carries its script: Serbian comes in Cyrillic and Latin (sr_Latn), so Serbian's own
+texts include Latin ones (the script rule allowing Latin, as a Latin source would declare) and
+Latin Serbian counts as wrong text for Croatian, Bosnian, ... (wrong = other languages' texts in
+the label's main script). The best option per language is written to f2llm/data/langid_methods.json,
+which `langid.method_for` reads:
 
 - the confirm option with right >= 0.9 and the fewest wrong accepted (ties: lid176, faster);
 - else the exclude option likewise (only confident readings of another language reject);
@@ -22,8 +40,9 @@ where no other language shares the script (Vai, Thai) only a confirm option can 
 Rows are judged one by one, but validation judges a source by its share of agreeing rows, so a
 source-level simulation is reported too: 50 texts of W labelled L, accepted when the share of
 checked rows agreeing is >= the configured minimum agreement (validate's gate) - and, stricter,
-when the share of rows accepted (unsure rows counting against) is. Baselines on the same
-readings: the old "label in lid.176's top 3" rule, and lid.176's top-1.
+when the share of rows accepted (unsure rows counting against) is. The chosen options are also
+summarised on each origin's texts alone ("chosen, catalog texts": sentence pairs labelled right
+and wrong). Baselines on the same readings: the old "label in lid.176's top 3" rule, and lid.176's top-1.
 """
 
 from __future__ import annotations
@@ -45,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import peak_rss_mb, write
 from f2llm.config import ValidationConfig
 from f2llm.data import langid
+from f2llm.data.catalog_text import catalog_languages, catalog_pairs
 from f2llm.data.cldr_text import cldr_languages, cldr_phrases
 from f2llm.data.languages import language
 
@@ -57,33 +77,50 @@ MARGIN: float = getattr(_CFG, "langid_margin", 0.1)
 EXCLUDE_CONFIDENCE: float = getattr(_CFG, "langid_exclude_confidence", 0.9)
 MIN_LETTERS: int = getattr(_CFG, "langid_min_chars", 20)
 MIN_AGREEMENT: float = getattr(_CFG, "min_language_agreement", 0.6)
-PER_LANGUAGE = 150  # CLDR texts per language
+PER_LANGUAGE = 150  # catalog texts (two sentences each; or CLDR texts) per language
 K = 5  # readings kept per text
 MIN_RIGHT = 0.9  # an option must pass this share of L's own texts
 SOURCE = 50  # texts per simulated source
 SEED = 0
 
 
-def labelled_set() -> tuple[list[str], list[str], list[str]]:
-    """Texts, their (normalised) language, and origin ("cldr" / "facts"). Locales that normalise
-    to one language (as nb and no would, to nor) share its PER_LANGUAGE texts."""
-    by_language: dict[str, list[str]] = defaultdict(list)
+def labelled_set() -> tuple[list[str], list[str], list[str], list[str]]:
+    """Texts, their (normalised) language, origin ("catalog" / "cldr" / "facts") and script.
+
+    A language with >= SOURCE catalog texts (pairs of sentences, one per sentence) gets up to
+    PER_LANGUAGE of them and no CLDR phrase; one with fewer keeps them and is topped up to PER_LANGUAGE with CLDR phrases (where
+    CLDR covers it). Locales or scripts that normalise to one language (nb and nn to nor; sr in
+    Cyrillic and in Latin) share its PER_LANGUAGE texts."""
+    catalog: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for code, script in catalog_languages():
+        catalog[langid.normalise(code)].append((code, script))
+    cldr: dict[str, list[str]] = defaultdict(list)
     for code in cldr_languages():
-        by_language[langid.normalise(code)].append(code)
-    texts, labels, origins = [], [], []
-    for label, codes in by_language.items():
-        for code in codes:
-            phrases = cldr_phrases(code, math.ceil(PER_LANGUAGE / len(codes)), SEED)
-            texts += phrases
-            labels += [label] * len(phrases)
-            origins += ["cldr"] * len(phrases)
+        cldr[langid.normalise(code)].append(code)
+    texts, labels, origins, scripts = [], [], [], []
+
+    def add(new: list[str], label: str, origin: str, script: str) -> None:
+        texts.extend(new)
+        labels.extend([label] * len(new))
+        origins.extend([origin] * len(new))
+        scripts.extend([script] * len(new))
+
+    for label in sorted(catalog.keys() | cldr.keys()):
+        keys = catalog.get(label, [])
+        start = len(texts)
+        for code, script in keys:
+            add(catalog_pairs(code, math.ceil(PER_LANGUAGE / len(keys)), SEED, script), label, "catalog", script)
+        missing = PER_LANGUAGE - (len(texts) - start)
+        if len(texts) - start < SOURCE and missing > 0 and label in cldr:
+            codes = cldr[label]
+            for code in codes:
+                add(cldr_phrases(code, math.ceil(missing / len(codes)), SEED), label, "cldr", language(label).script)
     for line in FACTS.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             lang, _, question, answer = line.split("|")
-            texts.append(f"{question} {answer}")
-            labels.append(langid.normalise(lang))
-            origins.append("facts")
-    return texts, labels, origins
+            label = langid.normalise(lang)
+            add([f"{question} {answer}"], label, "facts", language(label).script)
+    return texts, labels, origins, scripts
 
 
 def read_all(texts: list[str]) -> tuple[dict[str, list[list[tuple[str, float]]]], np.ndarray, dict[str, float]]:
@@ -128,7 +165,7 @@ def evaluate(accepted: np.ndarray, verdict: np.ndarray, own: np.ndarray, others:
     for idx in others.values():
         for chunk in chunks(idx):
             sources["wrong"].append(source_accepted(verdict[chunk], accepted[chunk]))
-    return {"right": float(accepted[own].mean()),
+    return {"right": float(accepted[own].mean()) if len(own) else None,
             "wrong": float(accepted[wrong_idx].mean()) if len(wrong_idx) else None,
             "right_facts": float(accepted[facts].mean()) if len(facts) else None, "sources": sources}
 
@@ -136,19 +173,21 @@ def evaluate(accepted: np.ndarray, verdict: np.ndarray, own: np.ndarray, others:
 _SCRIPT_OK: dict[tuple[str, ...], np.ndarray] = {}
 
 
-def script_ok(texts: pa.Array, language: str) -> np.ndarray:
-    """Per text of the whole set: does the script rule pass it as `language`? Computed once per
-    set of scripts (RE2 over Unicode classes costs ~0.1 s per 20k texts; most share "Latin")."""
-    scripts = langid.allowed_scripts(language)
+def script_ok(texts: pa.Array, language: str, extra: tuple[str, ...] = ()) -> np.ndarray:
+    """Per text of the whole set: does the script rule pass it as `language` (plus the `extra`
+    scripts a source would declare: Serbian in Latin)? Computed once per set of scripts (RE2
+    over Unicode classes costs ~0.1 s per 20k texts; most share "Latin")."""
+    scripts = langid.allowed_scripts(language, extra)
     if scripts not in _SCRIPT_OK:
-        _SCRIPT_OK[scripts] = ~langid.script_mismatch(texts, language)
+        _SCRIPT_OK[scripts] = ~langid.script_mismatch(texts, language, extra)
     return _SCRIPT_OK[scripts]
 
 
 def option_acceptance(option: tuple[str, str | None], language: str, texts: pa.Array, subset: np.ndarray,
-                      readings: dict[str, list[list[tuple[str, float]]]]) -> tuple[np.ndarray, np.ndarray]:
+                      readings: dict[str, list[list[tuple[str, float]]]],
+                      extra: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(accepted, verdict) over the whole set, filled on `subset` only, when `subset` is labelled
-    `language` and checked by `option` = (mode, detector)."""
+    `language` (declaring `extra` scripts) and checked by `option` = (mode, detector)."""
     n = len(texts)
     accepted, verdict = np.zeros(n, bool), np.full(n, np.nan)
     mode, name = option
@@ -157,7 +196,7 @@ def option_acceptance(option: tuple[str, str | None], language: str, texts: pa.A
                          confidence=CONFIDENCE, margin=MARGIN, exclude_confidence=EXCLUDE_CONFIDENCE).verdict
         verdict[subset] = v
         agrees = v == 1 if mode == "confirm" else v != 0  # exclude/script: unsure counts as agreeing
-        accepted[subset] = agrees & script_ok(texts, language)[subset]
+        accepted[subset] = agrees & script_ok(texts, language, extra)[subset]
     else:  # baselines on lid.176's readings: "top3" / "top1"
         top = 3 if mode == "top3" else 1
         ok = np.array([language in [code for code, _ in readings["lid176"][i][:top]] for i in subset])
@@ -208,37 +247,40 @@ def summarise(rows: list[dict], by_mode: bool = True) -> dict:
 
 def main() -> None:
     start = time.perf_counter()
-    texts, labels, origins = labelled_set()
+    texts, labels, origins, scripts = labelled_set()
     built = time.perf_counter() - start
     readings, readable, read_seconds = read_all(texts)
     arrow = pa.array(texts)
-    label_arr, origin_arr = np.array(labels), np.array(origins)
+    label_arr, origin_arr, script_arr = np.array(labels), np.array(origins), np.array(scripts)
     rng = np.random.default_rng(SEED)
     by_language = {lang: rng.permutation(np.flatnonzero(label_arr == lang)) for lang in sorted(set(labels))}
-    by_script: dict[str, list[str]] = defaultdict(list)
-    for lang in by_language:
-        by_script[language(lang).script].append(lang)
 
     evaluated = time.perf_counter()
     per_language, chosen_rows, baseline_rows = [], [], {"lid176 top-3": [], "lid176 top-1": []}
+    by_origin: dict[str, list[dict]] = {o: [] for o in sorted(set(origins))}
     methods = {}
     for lang, own in tqdm(by_language.items(), desc="languages"):
         info = language(lang)
-        others = {w: by_language[w] for w in by_script[info.script] if w != lang} if info.script else {}
+        # wrong: other languages' texts in the label's main script (Serbian in Latin is wrong for Croatian)
+        others = {w: idx[script_arr[idx] == info.script] for w, idx in by_language.items()
+                  if w != lang and info.script} if info.script else {}
+        others = {w: idx for w, idx in others.items() if len(idx)}
+        extra = tuple(sorted(set(script_arr[own]) - {info.script}))  # scripts a source would declare
         subset = np.concatenate([own, *others.values()])
         options = [("confirm", d) for d in langid.DETECTORS if langid.knows(d, lang)]
         options += [("exclude", d) for d in langid.DETECTORS] + [("script", None)]
         facts = own[origin_arr[own] == "facts"]
         readable_facts = facts[readable[facts]]
-        results = {o: evaluate(*option_acceptance(o, lang, arrow, subset, readings), own, others, readable_facts)
-                   for o in options}
+        acceptance = {o: option_acceptance(o, lang, arrow, subset, readings, extra) for o in options}
+        results = {o: evaluate(*acceptance[o], own, others, readable_facts) for o in options}
         choice = choose(results)
         methods[lang] = {"mode": choice[0], **({"detector": choice[1]} if choice[1] else {})}
         read_by = choice[1] or "lid176"
         read_as = Counter(readings[read_by][i][0][0] if readings[read_by][i] else "-" for i in own)
         row = {"code": lang, "name": info.name, "script": info.script, "low_resource": info.low_resource,
-               "n_texts": len(own), "n_facts": len(facts), "method": option_name(choice), "mode": choice[0],
-               "right": round(results[choice]["right"], 4),
+               "n_texts": len(own), "n_by_origin": dict(Counter(origin_arr[own].tolist())),
+               "n_facts": len(facts), "method": option_name(choice), "mode": choice[0],
+               "right": round(results[choice]["right"], 4), "extra_scripts": list(extra),
                "wrong": None if results[choice]["wrong"] is None else round(results[choice]["wrong"], 4),
                "unreadable": round(1 - float(readable[own].mean()), 4),  # < MIN_LETTERS letters
                "right_facts (readable)": None if results[choice]["right_facts"] is None
@@ -250,6 +292,14 @@ def main() -> None:
         per_language.append(row)
         chosen_rows.append({**row, "sources": results[choice]["sources"],
                             "right_facts": results[choice]["right_facts"], "lid176": langid.knows("lid176", lang)})
+        for origin, rows in by_origin.items():  # the chosen option on one origin's texts only
+            own_o = own[origin_arr[own] == origin]
+            others_o = {w: idx[origin_arr[idx] == origin] for w, idx in others.items()}
+            others_o = {w: idx for w, idx in others_o.items() if len(idx)}
+            if len(own_o) or others_o:
+                rows.append({"low_resource": info.low_resource, "mode": choice[0],
+                             **evaluate(*acceptance[choice], own_o, others_o,
+                                       readable_facts if origin == "facts" else own_o[:0])})
         if langid.knows("lid176", lang):
             for name, mode in (("lid176 top-3", "top3"), ("lid176 top-1", "top1")):
                 arr = option_acceptance((mode, None), lang, arrow, subset, readings)
@@ -259,6 +309,7 @@ def main() -> None:
 
     summary = {"chosen": summarise(chosen_rows),
                "chosen, lid176's languages": summarise([r for r in chosen_rows if r["lid176"]], by_mode=False),
+               **{f"chosen, {origin} texts": summarise(rows) for origin, rows in by_origin.items()},
                **{k: summarise(v, by_mode=False) for k, v in baseline_rows.items()}}
     by_mode = defaultdict(list)
     for lang, m in methods.items():
@@ -267,14 +318,17 @@ def main() -> None:
                   "min_letters": MIN_LETTERS, "min_right": MIN_RIGHT}
     METHODS.write_text(json.dumps({
         "measured_on": {"languages": len(methods), "texts": len(texts), "thresholds": thresholds,
-                        "description": f"benchmarks/bench_langid.py: {PER_LANGUAGE} CLDR texts per language "
-                                       "(f2llm.data.cldr_text, seed 0) plus data/raw/facts.psv; right = own texts "
-                                       "accepted, wrong = same-script texts of other languages accepted"},
+                        "origins": dict(Counter(origins)),
+                        "description": f"benchmarks/bench_langid.py: up to {PER_LANGUAGE} texts per language, "
+                                       "Django catalog sentences joined in pairs (f2llm.data.catalog_text) where they number "
+                                       f">= {SOURCE}, else CLDR texts (f2llm.data.cldr_text) too, seed 0; plus "
+                                       "data/raw/facts.psv; right = own texts accepted, wrong = other languages' "
+                                       "texts in the label's script accepted"},
         "methods": methods}, sort_keys=True, indent=1) + "\n")
     total = time.perf_counter() - start
     print_summary(summary, by_mode)
     write("langid_cpu", {
-        "texts": len(texts), "languages": len(methods), "thresholds": thresholds,
+        "texts": len(texts), "origins": dict(Counter(origins)), "languages": len(methods), "thresholds": thresholds,
         "seconds": {"build_texts": round(built, 2), **{f"read_{k}": round(v, 2) for k, v in read_seconds.items()},
                     "evaluate": round(evaluated, 2), "total": round(total, 2)},
         "peak_rss_mb": round(peak_rss_mb()),
