@@ -270,3 +270,37 @@ def test_equality_canon_matches_the_plain_regex_form():
     arr = pa.array(texts)
     plain = pc.utf8_trim_whitespace(pc.utf8_lower(pc.replace_substring_regex(arr, _INVISIBLE, " ")))
     assert _canonical(arr).to_pylist() == plain.to_pylist()
+
+
+def test_franc_detector_matches_pyfranc():
+    """Our franc reads as pyfranc does (the peer): the same script, the same distance per language
+    and so the same scores as `franc.lang_detect`, on sentences in many scripts and on texts built
+    to repeat trigrams (counts > 1 take the full |count - rank - 1| path)."""
+    from pyfranc import franc as peer
+    from pyfranc.expressions import expressions
+    from pyfranc.trigram_utils import asTuples
+
+    from f2llm.data.langid import detector
+
+    ours = detector("franc")
+    facts = Path(__file__).resolve().parent.parent / "data" / "raw" / "facts.psv"
+    texts = [line.split("|")[2] + " " + line.split("|")[3] for line in facts.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    texts += ["abc abc abc abc abc abc", "nana nana nana banana", "Der Der Der die die das 12,5 % !!",
+              "ሰላም ሰላም ሰላም ለዓለም", "1234567890 !!??", "Ωмега omega ωμέγα"]
+    checked = 0
+    for text in texts:
+        script, count = peer.getTopScript(text[:2048], expressions)
+        read = ours.distances(text)
+        if not count or script not in peer.numericData:
+            assert read is None, text
+            continue
+        assert read is not None and read[0] == script, text
+        languages = peer.numericData[script]
+        want = dict(peer.getDistances(asTuples(text[:2048]), languages, [], []))
+        codes = sorted(languages)
+        assert [int(d) for d in read[1]] == [want[c] for c in codes], text
+        top = peer.lang_detect(text)[0][0]
+        assert codes[int(read[1].argmin())] == top or want[top] == read[1].min(), text
+        checked += 1
+    assert checked > 200
