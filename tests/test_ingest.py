@@ -249,3 +249,9 @@ def test_parallel_ingest_keeps_manifest_order_and_names_the_first_bad_source(tmp
     (data / "s4.jsonl").write_bytes(b"{not json")
     with pytest.raises(IngestError, match=r"s2\.jsonl: record 1: field 'passage' is null"):
         ingest_partitioned(str(data), str(tmp_path / "rows2"), workers=3)
+
+
+def test_the_manifest_file_instead_of_its_folder_is_named(tmp_path):
+    data = _dataset(tmp_path, {"a.jsonl": _jsonl(GOOD)})
+    with pytest.raises(IngestError, match=r"sources\.yaml: give the data folder"):
+        ingest(f"{data}/sources.yaml")

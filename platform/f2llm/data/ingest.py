@@ -143,6 +143,8 @@ def read_manifest(data_uri: str) -> list[SourceSpec]:
         raise IngestError(f"{uri}: not valid YAML ({' '.join(str(err).split())})") from None
     except storage.StorageError as err:
         raise IngestError(str(err)) from None
+    except (NotADirectoryError, IsADirectoryError):
+        raise IngestError(f"{data_uri}: give the data folder (the one holding sources.yaml), not a file") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list):
         raise IngestError(f"{uri}: expected a mapping with a 'sources' list, got {type(raw).__name__}")
     specs = []
