@@ -1,6 +1,7 @@
 """`f2llm run` (the whole pipeline locally through kfp.local; the family pipeline when the config
 has `family:`), `f2llm compile` (KFP YAML), `f2llm prune` (a smaller Qwen3 from a checkpoint),
-`f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes) and `f2llm serve`
+`f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes), `f2llm plan` (memory
+per GPU by strategy, the GPUs and nodes a size needs), `f2llm serve`
 (the KServe predictor with v1, v2 and OpenAI-compatible embeddings) and `f2llm submit` (the
 pipeline to a Kubeflow Pipelines endpoint, as a new pipeline or version, and a run)."""
 
@@ -113,6 +114,45 @@ def _print_family(cfg, results: pd.DataFrame, console) -> None:
     console.print(f"report: {storage.join(cfg.output_uri, 'report', 'index.html')}")
 
 
+def _plan(args, parser) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from f2llm.model.recipes import RECIPES
+    from f2llm.train.plan import layout, plan
+
+    console = Console()
+    if args.size == "all":
+        table = Table(title=f"Recipe layouts on {args.gpus_per_node}-GPU nodes of {args.gpu_memory:g} GB "
+                            f"(global batch 512 x 9 sequences of {args.max_length} tokens)")
+        for col in ("size", "strategy", "GPUs", "nodes", "state GB/GPU", "activations GB", "micro-batches"):
+            table.add_column(col, justify="left" if col in ("size", "strategy") else "right")
+        for size in RECIPES:
+            found = layout(size, args.gpu_memory, args.gpus_per_node, args.max_length)
+            if found is None:
+                table.add_row(size, "does not fit", "", "", "", "", "")
+                continue
+            strategy, gpus, nodes = found
+            f = next(f for f in plan(size, gpus, args.gpu_memory, args.max_length) if f.strategy == strategy)
+            table.add_row(size, strategy, str(gpus), str(nodes), f"{f.state_gb:.1f}", f"{f.activation_gb:.1f}",
+                          str(f.micro_batches))
+        console.print(table)
+        return 0
+    if args.size not in RECIPES:
+        parser.error(f"unknown size {args.size!r}; one of {', '.join(RECIPES)} or all")
+    table = Table(title=f"{args.size} on {args.gpus} x {args.gpu_memory:g} GB (per GPU; host memory per rank)")
+    for col in ("strategy", "state GB", "host GB", "activations GB", "micro-batches", "total GB", "fits"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for f in plan(args.size, args.gpus, args.gpu_memory, args.max_length):
+        table.add_row(f.strategy, f"{f.state_gb:.1f}", f"{f.host_gb:.1f}", f"{f.activation_gb:.1f}",
+                      str(f.micro_batches or "-"), f"{f.total_gb:.1f}", "yes" if f.fits else "no")
+    console.print(table)
+    found = layout(args.size, args.gpu_memory, args.gpus_per_node, args.max_length)
+    console.print(f"recipe layout: {found[0]} on {found[1]} GPUs ({found[2]} node{'s' * (found[2] > 1)})"
+                  if found else "recipe layout: does not fit on up to 1024 GPUs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="f2llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     prn.add_argument("--rows", type=int, default=1024, help="calibration rows, mixed over sources and languages")
     prn.add_argument("--depth", choices=("first", "block"), default="first", help="keep the first layers (recipe) or by block importance")
     prn.add_argument("--max-length", type=int, default=512)
+    pln = sub.add_parser("plan", help="memory per GPU by strategy (DDP, FSDP, FSDP + offload) and the GPUs/nodes a size needs")
+    pln.add_argument("size", help="80M ... 14B, or all (the recipe layout of every size)")
+    pln.add_argument("--gpus", type=int, default=8, help="GPUs in all (default: one node)")
+    pln.add_argument("--gpu-memory", type=float, default=80, help="GB per GPU (H100: 80, H200: 141)")
+    pln.add_argument("--gpus-per-node", type=int, default=8)
+    pln.add_argument("--max-length", type=int, default=1024, help="training tokens per sequence (recipe: 1024)")
     srv = sub.add_parser("serve", help="serve an exported model (KServe v1, v2, OpenAI /openai/v1/embeddings)")
     srv.add_argument("--model", required=True, help="exported model directory or store URI")
     srv.add_argument("--name", default="f2llm")
@@ -178,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "prune":
         return _prune(args, parser)
+    if args.command == "plan":
+        return _plan(args, parser)
     if args.command == "recipe":
         from f2llm.model.recipes import FAMILY, RECIPES, run_config_yaml
 
