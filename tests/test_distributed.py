@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
@@ -64,10 +65,15 @@ def test_gather_keeps_gradients_to_remote_positives(tmp_path):
     assert grads[1]["p"].abs().sum() > 0
 
 
-def test_two_ranks_match_one_process(tmp_path, sample_rows, tiny_model_dir):
+@pytest.mark.parametrize("strategy,micro", [("ddp", 1), ("fsdp", 1), ("fsdp", 4)])
+def test_two_ranks_match_one_process(tmp_path, sample_rows, tiny_model_dir, strategy, micro):
+    """DDP (replicas, gradients all-reduced) and FSDP2 (shards, gradients reduce-scattered; with
+    GradCache micro-batches too, a rank's empty chunks still calling the backbone) at 2 ranks give
+    the weights of one process over the same global batches."""
     rows = sample_rows[sample_rows["language"].isin(["swa", "jpn", "amh"])]
     prepare(rows, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig(uri="unused"), 64, tmp_path / "data")
-    cfg = TrainConfig(stage1=None, stage2=StageConfig(epochs=2, lr=1e-3, batch_size=7, warmup_ratio=0.1))
+    stage = StageConfig(epochs=2, lr=1e-3, batch_size=7, warmup_ratio=0.1, grad_accumulation=micro)
+    cfg = TrainConfig(stage1=None, stage2=stage, strategy=strategy)
 
     def args(name):
         return ["-m", "f2llm.train", "--init", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--stage", "2",
@@ -98,3 +104,10 @@ def test_two_ranks_match_one_process(tmp_path, sample_rows, tiny_model_dir):
         off += int(((b[name] - a[name]).abs() > 1e-4 * budget).sum())
         total += a[name].numel()
     assert off <= 1e-3 * total, f"{off} of {total} weights differ by more than 1e-4 of lr * steps"
+
+
+def test_fsdp_refuses_what_it_cannot_do_yet():
+    with pytest.raises(ValueError, match="sharded checkpoints"):
+        TrainConfig(strategy="fsdp", checkpoint_uri="s3://ckpt/run", checkpoint_every=10)
+    with pytest.raises(ValueError, match="cpu_offload needs"):
+        TrainConfig(cpu_offload=True)

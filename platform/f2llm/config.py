@@ -118,11 +118,25 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = only the final model
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the GPU has it
     gradient_checkpointing: bool = False
+    # ddp: a full replica a rank (16 bytes of AdamW state a parameter); fsdp: FSDP2, the state
+    # sharded over ranks with a unit per decoder layer (`f2llm plan` says which a size needs)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    cpu_offload: bool = False  # fsdp: the sharded state in host memory, the GPU holds units in flight
     pooling: Literal["last", "mean"] = "last"  # recipe: last (EOS) token
     # The same positive text twice in a global batch is one in-batch column: otherwise a query is
     # pushed away from its own positive's copy (an in-batch false negative). Not in the published code.
     mask_duplicate_positives: bool = True
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _sharded_checkpoints(self) -> "TrainConfig":
+        if self.strategy == "fsdp" and (self.checkpoint_every or self.checkpoint_uri):
+            raise ValueError("train.strategy fsdp writes the final model only for now: sharded checkpoints "
+                             "(torch.distributed.checkpoint) are not built yet; unset checkpoint_uri/checkpoint_every "
+                             "or use ddp")
+        if self.cpu_offload and self.strategy != "fsdp":
+            raise ValueError("train.cpu_offload needs train.strategy: fsdp")
+        return self
 
 
 class EvalConfig(_Strict):

@@ -80,6 +80,7 @@ class Encoder(torch.nn.Module):
         self.pooling = pooling
         self.padding_side = padding_side
         self.precision = precision
+        self.bucketing = True  # off under FSDP: ranks must call the backbone equally often
 
     @classmethod
     def load(
@@ -125,7 +126,7 @@ class Encoder(torch.nn.Module):
         Rows run in length buckets (`length_buckets`), one backbone call each, and come back in
         the order given.
         """
-        groups = length_buckets([len(row) for row in ids])
+        groups = length_buckets([len(row) for row in ids]) if self.bucketing else [list(range(len(ids)))]
         if len(groups) == 1:
             return self._pooled(ids)
         states = torch.cat([self._pooled([ids[i] for i in group]) for group in groups])

@@ -1,6 +1,7 @@
 """Data parallelism for the trainer: torchrun ranks (gloo on CPU, NCCL on GPU).
 
-Every rank holds the whole model and a contiguous slice of each global batch. The in-batch
+Every rank holds the whole model (DDP) or a shard of it (FSDP2, `shard`) and a contiguous slice
+of each global batch. The in-batch
 InfoNCE needs every positive of the global batch, so positives are all-gathered with a
 gather that keeps gradients (the published code's gather does not: its remote positives are
 constants). Each rank's loss is its *sum* over local queries divided by the global batch size;
@@ -55,7 +56,37 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[: int(n)] for part, n in zip(parts, sizes)])
 
 
+def shard(model: torch.nn.Module, layers, *, bf16: bool, offload: bool) -> None:
+    """FSDP2 (`fully_shard`) in place: a unit per decoder layer, the embedding and final norm with
+    the root; parameters, gradients and AdamW state sharded over ranks (16 P / W bytes a rank).
+    bf16: parameters gathered in bf16, gradients reduced in fp32 (the recipe's mixed precision).
+    Gradients are *summed* over ranks, not averaged, as `sum_gradients` does for DDP (each rank's
+    loss is already scaled by its share of the global batch), and by a plain SUM: gloo has no
+    PREMUL_SUM."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    options = {
+        "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
+        else MixedPrecisionPolicy(),
+        "offload_policy": CPUOffloadPolicy() if offload else OffloadPolicy(),
+    }
+    units = [*layers, model]
+    for unit in units:
+        fully_shard(unit, **options)
+    for unit in units:  # per unit: each has its own parameter group and reduce-scatter
+        unit.set_gradient_divide_factor(1.0)
+        unit.set_force_sum_reduction_for_comms(True)
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every rank calls this (a collective); the whole model's tensors on the CPU."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def sum_gradients(parameters) -> None:
+    """DDP's gradient sync (FSDP's reduce-scatter does it in backward)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         for p in parameters:
             if p.grad is None:

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from f2llm.config import StageConfig, TrainConfig
 from f2llm.kernels import distillation_mse
-from f2llm.model.encoder import Encoder
+from f2llm.model.encoder import Encoder, autocast_dtype
 from f2llm.model.matryoshka import matryoshka_dims, matryoshka_weights
 from f2llm.tasks import TASKS, TaskType
 from f2llm.train import checkpoint, distributed
@@ -113,6 +114,7 @@ class BatchObjective:
 
 def backward(
     encoder: Encoder, ids: list[list[int]], objective: BatchObjective, micro_batches: int = 1,
+    lockstep: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Encode `ids`, take the objective and back-propagate it into the encoder's parameters.
 
@@ -120,21 +122,32 @@ def backward(
     gradient g = dL/dstates is taken once over the whole share, then each micro-batch m is
     re-encoded and back-propagated with sum(states_m * g_m). By the chain rule this is the
     one-pass gradient, while only one micro-batch's activations are ever held.
+
+    lockstep (FSDP): every rank calls the backbone equally often whatever its share (each call
+    all-gathers parameters, each backward reduce-scatters gradients: collectives), so there are
+    always `micro_batches` chunks, and an empty one encodes a one-token row whose states are cut
+    to zero rows (gradient zero, the collectives still run).
     """
-    if micro_batches == 1 or len(ids) <= 1:
-        states = encoder(ids) if ids else torch.zeros(0, encoder.hidden_size, device=encoder.device, requires_grad=True)
+    def encode(chunk: list[list[int]]) -> torch.Tensor:
+        if chunk or not lockstep:
+            return encoder(chunk) if chunk else torch.zeros(0, encoder.hidden_size, device=encoder.device, requires_grad=True)
+        return encoder([[encoder.tokenizer.eos_token_id]])[:0]
+
+    if micro_batches == 1 or (len(ids) <= 1 and not lockstep):
+        states = encode(ids)
         loss, parts = objective(states, ids)
         if loss.requires_grad:
             loss.backward()
         return loss.detach(), parts
-    chunks = [distributed.local_slice(len(ids), i, micro_batches) for i in range(min(micro_batches, len(ids)))]
+    count = micro_batches if lockstep else min(micro_batches, len(ids))
+    chunks = [distributed.local_slice(len(ids), i, micro_batches) for i in range(count)]
     with torch.no_grad():
-        cached = torch.cat([encoder(ids[chunk]) for chunk in chunks])
+        cached = torch.cat([encode(ids[chunk]) for chunk in chunks])
     cached.requires_grad_(True)
     loss, parts = objective(cached, ids)
     loss.backward()
     for chunk in chunks:
-        encoder(ids[chunk]).backward(cached.grad[chunk])
+        encode(ids[chunk]).backward(cached.grad[chunk])
     return loss.detach(), parts
 
 
@@ -173,6 +186,11 @@ def train_stage(
     options = {"max_length": max_length, "pooling": cfg.pooling, "precision": cfg.precision}
     encoder = Encoder.load(resume_dir / "model" if resume_dir else init_dir, **options)
     encoder.to(device).gradient_checkpointing(cfg.gradient_checkpointing).model.train()
+    sharded = cfg.strategy == "fsdp" and world > 1
+    if sharded:
+        encoder.bucketing = False  # one backbone call a micro-batch on every rank (see `backward`)
+        distributed.shard(encoder.model, encoder.model.layers, offload=cfg.cpu_offload,
+                          bf16=autocast_dtype(cfg.precision, device) == torch.bfloat16)
     teacher = None
     if stage == 2 and cfg.teacher is not None:  # frozen; it reads the same token ids
         teacher = Encoder.load(cfg.teacher, **options).to(device).requires_grad_(False).eval()
@@ -231,9 +249,12 @@ def train_stage(
                     tuple(every["positive_id"]) if cfg.mask_duplicate_positives and spec.in_batch else None,
                 )
                 optimizer.zero_grad(set_to_none=True)
-                loss, parts = backward(encoder, ids, objective, stage_cfg.grad_accumulation)
-                distributed.sum_gradients(encoder.parameters())
+                loss, parts = backward(encoder, ids, objective, stage_cfg.grad_accumulation, lockstep=sharded)
+                if not sharded:
+                    distributed.sum_gradients(encoder.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), stage_cfg.grad_clip)
+                if isinstance(grad_norm, DTensor):
+                    grad_norm = grad_norm.full_tensor()
                 optimizer.step()
                 scheduler.step()
                 step += 1
@@ -257,8 +278,9 @@ def train_stage(
 
     # --- save
     out = Path(out_dir)
+    weights = distributed.full_state_dict(encoder.model) if sharded else None  # every rank gathers
     if main_rank:
-        encoder.model.save_pretrained(out)
+        encoder.model.save_pretrained(out, state_dict=weights)
         encoder.tokenizer.save_pretrained(out)
     distributed.barrier()
     seconds = time.perf_counter() - started
