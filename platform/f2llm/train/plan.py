@@ -81,6 +81,7 @@ class Fit:
 
 def fit(size: str, strategy: Strategy, gpus: int, gpu_memory_gb: float, max_length: int = 1024,
         global_batch: int | None = None) -> Fit:
+    """One strategy for `size` on `gpus` GPUs of `gpu_memory_gb` (module docstring's formulas)."""
     r = RECIPES[size]
     p, layer = parameters(r), layer_parameters(r)
     root = VOCAB_SIZE * r.hidden + r.hidden
@@ -96,6 +97,7 @@ def fit(size: str, strategy: Strategy, gpus: int, gpu_memory_gb: float, max_leng
 
 
 def plan(size: str, gpus: int, gpu_memory_gb: float, max_length: int = 1024) -> list[Fit]:
+    """Every strategy for `size` on `gpus` GPUs: what `f2llm plan SIZE` prints."""
     return [fit(size, s, gpus, gpu_memory_gb, max_length) for s in STRATEGIES]
 
 
