@@ -3,9 +3,10 @@
 Every rank holds the whole model (DDP) or a shard of it (FSDP2, `shard`) and a contiguous slice
 of each global batch. The in-batch InfoNCE needs every positive of the global batch, so
 positives are all-gathered with a gather that keeps gradients (the published code's gather
-does not: its remote positives are constants). Each rank's loss is its *sum* over local queries divided by the global batch size;
-summing gradients over ranks (all-reduce SUM) then gives exactly the gradient of the global
-mean, so W processes match one process with the same global batch.
+does not: its remote positives are constants). Each rank's loss is its *sum* over local
+queries divided by the global batch size; summing gradients over ranks (all-reduce SUM) then
+gives exactly the gradient of the global mean, so W processes match one process with the same
+global batch.
 """
 
 from __future__ import annotations
