@@ -148,7 +148,7 @@ def test_a_mislabelled_source_is_named_and_the_right_one_kept(tmp_path):
     ("eng", "hau", []),  # English labelled Hausa (no detector knows Hausa: exclusion)
     ("spa", "que", []),  # Spanish labelled Quechua
     pytest.param("hrv", "srp", ["Latin"], marks=pytest.mark.xfail(
-        strict=True, reason="issue 15, open: lid.176 reads Croatian as Serbian/Serbo-Croatian within the margin")),
+        strict=True, reason="issue 15 (blocked): no offline detector tells Croatian from Latin Serbian on short text")),
 ])
 def test_wrong_same_script_labels_are_refused(tmp_path, text_of, label, scripts):
     rows = [_row(q, a, _negatives(text_of, i)) for i, (q, a) in enumerate(FACTS[text_of])]
