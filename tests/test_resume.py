@@ -2,11 +2,13 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pandas as pd
+import pytest
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -14,7 +16,13 @@ from f2llm import storage
 from f2llm.config import DataConfig, StageConfig, TrainConfig
 from f2llm.data.prepare import prepare
 
-from tolerance import assert_close_scaled
+from tolerance import assert_close_scaled, assert_same_training
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _run(args, **kw):
@@ -55,3 +63,37 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, sample_ro
     resumed_log = pd.read_json(tmp_path / "killed" / "log.jsonl", lines=True)
     assert resumed_log["step"].tolist() == straight_log["step"].tolist()  # each step logged once
     pd.testing.assert_series_equal(resumed_log["loss"], straight_log["loss"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("write_ranks,resume_ranks", [(2, 1), (1, 2)])
+def test_sharded_checkpoint_resumes_at_another_world_size(tmp_path, sample_rows, tiny_model_dir, write_ranks,
+                                                         resume_ranks):
+    """FSDP checkpoints (torch.distributed.checkpoint shards) written at one world size resume at
+    another: the run is rewound to its step-5 checkpoint (the `latest` pointer is the commit point,
+    as after a kill) and finished at the other size, giving the uninterrupted run's weights."""
+    rows = sample_rows[sample_rows["language"].isin(["swa", "jpn", "amh"])]
+    prepare(rows, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig(uri="unused"), 64, tmp_path / "data")
+    ckpt = f"file://{tmp_path}/ckpt"
+    cfg = TrainConfig(stage1=None, stage2=StageConfig(epochs=2, lr=1e-3, batch_size=7, warmup_ratio=0.1),
+                      strategy="fsdp", checkpoint_uri=ckpt, checkpoint_every=5)
+
+    def train(name: str, ranks: int) -> None:
+        args = ["-m", "f2llm.train", "--init", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--stage", "2",
+                "--train-config", cfg.model_dump_json(), "--max-length", "64",
+                "--out", str(tmp_path / name / "model"), "--log-file", str(tmp_path / name / "log.jsonl")]
+        launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr", "127.0.0.1",
+                  "--master_port", str(_port())] if ranks > 1 else []
+        done = subprocess.run([sys.executable, *launch, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+
+    train("whole", write_ranks)
+    assert storage.read_text(f"{ckpt}/latest") > "step-00000005"
+    storage.write_text(f"{ckpt}/latest", "step-00000005")  # as if killed after the step-5 checkpoint
+    train("resumed", resume_ranks)
+    whole = pd.read_json(tmp_path / "whole" / "log.jsonl", lines=True)
+    resumed = pd.read_json(tmp_path / "resumed" / "log.jsonl", lines=True)
+    assert resumed["step"].tolist() == whole["step"].tolist()[5:]  # steps 6.. replayed, none lost
+    assert_same_training(load_file(tmp_path / "resumed" / "model" / "model.safetensors"),
+                         load_file(tmp_path / "whole" / "model" / "model.safetensors"),
+                         lr=cfg.stage2.lr, steps=len(whole))

@@ -129,11 +129,7 @@ class TrainConfig(_Strict):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _sharded_checkpoints(self) -> "TrainConfig":
-        if self.strategy == "fsdp" and (self.checkpoint_every or self.checkpoint_uri):
-            raise ValueError("train.strategy fsdp writes the final model only for now: sharded checkpoints "
-                             "(torch.distributed.checkpoint) are not built yet; unset checkpoint_uri/checkpoint_every "
-                             "or use ddp")
+    def _offload_needs_fsdp(self) -> "TrainConfig":
         if self.cpu_offload and self.strategy != "fsdp":
             raise ValueError("train.cpu_offload needs train.strategy: fsdp")
         return self

@@ -181,10 +181,12 @@ def train_stage(
 
     # --- set-up (from the latest checkpoint when the run was interrupted)
     resume_dir = None
+    dcp_format = cfg.strategy == "fsdp"  # sharded checkpoints, at any world size (1 -> 2 resumes too)
     if cfg.checkpoint_uri:
-        resume_dir = checkpoint.latest(cfg.checkpoint_uri, Path(out_dir).parent / f".resume-stage{stage}")
+        cache = Path(out_dir).parent / f".resume-stage{stage}" / f"rank{rank}"
+        resume_dir = checkpoint.latest(cfg.checkpoint_uri, cache)
     options = {"max_length": max_length, "pooling": cfg.pooling, "precision": cfg.precision}
-    encoder = Encoder.load(resume_dir / "model" if resume_dir else init_dir, **options)
+    encoder = Encoder.load(resume_dir / "model" if resume_dir and not dcp_format else init_dir, **options)
     encoder.to(device).gradient_checkpointing(cfg.gradient_checkpointing).model.train()
     sharded = cfg.strategy == "fsdp" and world > 1
     if sharded:
@@ -217,7 +219,8 @@ def train_stage(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     kept_log = []
     if resume_dir:
-        state = checkpoint.load_trainer_state(resume_dir, optimizer, scheduler)
+        state = (checkpoint.load_sharded(resume_dir, encoder.model, optimizer, scheduler) if dcp_format
+                 else checkpoint.load_trainer_state(resume_dir, optimizer, scheduler))
         step, position = state["step"], tuple(state["position"])
         rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
         if log_path.exists():  # drop what was logged after the checkpoint: those steps run again
@@ -271,10 +274,13 @@ def train_stage(
                 log.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update()
-                if main_rank and cfg.checkpoint_uri and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                if cfg.checkpoint_uri and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     log.flush()
                     state = {"step": step, "position": [epoch, index + 1], "rng": rng.getstate()}
-                    checkpoint.save(cfg.checkpoint_uri, step, encoder, optimizer, scheduler, state)
+                    if dcp_format:  # every rank writes its shards
+                        checkpoint.save_sharded(cfg.checkpoint_uri, step, encoder.model, optimizer, scheduler, state, rank)
+                    elif main_rank:
+                        checkpoint.save(cfg.checkpoint_uri, step, encoder, optimizer, scheduler, state)
 
     # --- save
     out = Path(out_dir)
