@@ -96,3 +96,34 @@ def test_two_ranks_match_one_process(tmp_path, sample_rows, tiny_model_dir, stra
 def test_cpu_offload_needs_fsdp():
     with pytest.raises(ValueError, match="cpu_offload needs"):
         TrainConfig(cpu_offload=True)
+
+
+def test_two_nodes_by_c10d_rendezvous_match_one_process(tmp_path, sample_rows, tiny_model_dir):
+    """Multi-node as a cluster runs it: two torchrun agents ("nodes", one rank each) meet by c10d
+    rendezvous on 127.0.0.1 and train with FSDP; the weights are one process's."""
+    rows = sample_rows[sample_rows["language"].isin(["swa", "jpn", "amh"])]
+    prepare(rows, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig(uri="unused"), 64, tmp_path / "data")
+    cfg = TrainConfig(stage1=None, stage2=StageConfig(epochs=2, lr=1e-3, batch_size=7, warmup_ratio=0.1),
+                      strategy="fsdp")
+
+    def args(name):
+        return ["-m", "f2llm.train", "--init", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--stage", "2",
+                "--train-config", cfg.model_dump_json(), "--max-length", "64",
+                "--out", str(tmp_path / name / "model"), "--log-file", str(tmp_path / name / "log.jsonl")]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *args("one")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr.decode()[-2000:]
+    endpoint = f"127.0.0.1:{_port()}"
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                                "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", "f2llm-test",
+                                *args("nodes")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+              for _ in range(2)]
+    for agent in agents:
+        _, err = agent.communicate(timeout=600)
+        assert agent.returncode == 0, err.decode()[-2000:]
+    steps = (tmp_path / "one" / "log.jsonl").read_text().count("\n")
+    assert steps == (tmp_path / "nodes" / "log.jsonl").read_text().count("\n") > 0
+    assert_same_training(load_file(tmp_path / "nodes" / "model" / "model.safetensors"),
+                         load_file(tmp_path / "one" / "model" / "model.safetensors"), lr=cfg.stage2.lr, steps=steps)
