@@ -119,7 +119,7 @@ def _plan(args, parser) -> int:
     from rich.table import Table
 
     from f2llm.model.recipes import RECIPES
-    from f2llm.train.plan import layout, plan
+    from f2llm.train.plan import fit, layout, plan
 
     console = Console()
     if args.size == "all":
@@ -133,7 +133,7 @@ def _plan(args, parser) -> int:
                 table.add_row(size, "does not fit", "", "", "", "", "")
                 continue
             strategy, gpus, nodes = found
-            f = next(f for f in plan(size, gpus, args.gpu_memory, args.max_length) if f.strategy == strategy)
+            f = fit(size, strategy, gpus, args.gpu_memory, args.max_length)
             table.add_row(size, strategy, str(gpus), str(nodes), f"{f.state_gb:.1f}", f"{f.activation_gb:.1f}",
                           str(f.micro_batches))
         console.print(table)

@@ -25,17 +25,23 @@ import torch
 from f2llm import storage
 
 
+def _write_trainer_state(root: Path, optimizer, scheduler, state: dict) -> None:
+    """trainer.pt (the optimizer unless it is sharded elsewhere, the scheduler, the torch RNG) and
+    state.json into `root`."""
+    saved = {"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+    if optimizer is not None:
+        saved["optimizer"] = optimizer.state_dict()
+    torch.save(saved, root / "trainer.pt")
+    (root / "state.json").write_text(json.dumps(state))
+
+
 def save(uri: str, step: int, encoder, optimizer, scheduler, state: dict) -> str:
     name = f"step-{step:08d}"
     with tempfile.TemporaryDirectory(prefix="f2llm-ckpt-") as tmp:
         root = Path(tmp)
         encoder.model.save_pretrained(root / "model")
         encoder.tokenizer.save_pretrained(root / "model")
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()},
-            root / "trainer.pt",
-        )
-        (root / "state.json").write_text(json.dumps(state))
+        _write_trainer_state(root, optimizer, scheduler, state)
         storage.upload_dir(root, storage.join(uri, name))
     storage.write_text(storage.join(uri, "latest"), name)
     return name
@@ -51,8 +57,10 @@ def latest(uri: str, cache_dir: str | Path) -> Path | None:
 
 
 def load_trainer_state(path: Path, optimizer, scheduler) -> dict:
+    """The scheduler, torch RNG and position (and the optimizer, where trainer.pt holds it)."""
     saved = torch.load(path / "trainer.pt", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
+    if "optimizer" in saved:
+        optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
     return json.loads((path / "state.json").read_text())
@@ -76,10 +84,8 @@ def save_sharded(uri: str, step: int, model, optimizer, scheduler, state: dict, 
             barrier()
     if rank == 0:
         with tempfile.TemporaryDirectory(prefix="f2llm-ckpt-") as tmp:
-            root = Path(tmp)
-            torch.save({"scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, root / "trainer.pt")
-            (root / "state.json").write_text(json.dumps(state))
-            storage.upload_dir(root, storage.join(uri, name))
+            _write_trainer_state(Path(tmp), None, scheduler, state)  # the optimizer is in dcp/
+            storage.upload_dir(tmp, storage.join(uri, name))
         storage.write_text(storage.join(uri, "latest"), name)
     barrier()
     return name
@@ -94,7 +100,4 @@ def load_sharded(path: Path, model, optimizer, scheduler) -> dict:
     loaded = {"model": model_state, "optim": optim_state}
     dcp.load(loaded, checkpoint_id=str(path / "dcp"))
     set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
-    saved = torch.load(path / "trainer.pt", weights_only=True)
-    scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["torch_rng"])
-    return json.loads((path / "state.json").read_text())
+    return load_trainer_state(path, optimizer, scheduler)

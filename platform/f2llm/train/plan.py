@@ -68,7 +68,6 @@ class Fit:
     host_gb: float  # per rank in host memory (offload)
     activation_gb: float  # one micro-batch
     micro_batches: int | None  # None: does not fit at any split
-    gpu_memory_gb: float
 
     @property
     def fits(self) -> bool:
@@ -79,8 +78,7 @@ class Fit:
         return self.state_gb + self.activation_gb
 
 
-def fit(size: str, strategy: Strategy, gpus: int, gpu_memory_gb: float, max_length: int = 1024,
-        global_batch: int | None = None) -> Fit:
+def fit(size: str, strategy: Strategy, gpus: int, gpu_memory_gb: float, max_length: int = 1024) -> Fit:
     """One strategy for `size` on `gpus` GPUs of `gpu_memory_gb` (module docstring's formulas)."""
     r = RECIPES[size]
     p, layer = parameters(r), layer_parameters(r)
@@ -88,12 +86,12 @@ def fit(size: str, strategy: Strategy, gpus: int, gpu_memory_gb: float, max_leng
     in_flight = 2 * (root + 2 * layer) + 4 * layer  # bf16 root + 2 layers, fp32 grads of one layer
     state = {"DDP": 16 * p, "FSDP": 16 * p / gpus + in_flight, "FSDP + offload": in_flight}[strategy]
     host = 16 * p / gpus if strategy == "FSDP + offload" else 0.0
-    share = math.ceil((global_batch or r.global_batch) * SEQUENCES_PER_ROW / gpus)
+    share = math.ceil(r.global_batch * SEQUENCES_PER_ROW / gpus)
     budget = gpu_memory_gb * GB * (1 - HEADROOM) - state
     micro = next((m for m in range(1, min(MAX_MICRO, share) + 1)
                   if activation_bytes(r, math.ceil(share / m), max_length) <= budget), None)
     act = activation_bytes(r, math.ceil(share / (micro or min(MAX_MICRO, share))), max_length)
-    return Fit(strategy, gpus, state / GB, host / GB, act / GB, micro, gpu_memory_gb)
+    return Fit(strategy, gpus, state / GB, host / GB, act / GB, micro)
 
 
 def plan(size: str, gpus: int, gpu_memory_gb: float, max_length: int = 1024) -> list[Fit]:

@@ -129,9 +129,11 @@ def backward(
     to zero rows (gradient zero, the collectives still run).
     """
     def encode(chunk: list[list[int]]) -> torch.Tensor:
-        if chunk or not lockstep:
-            return encoder(chunk) if chunk else torch.zeros(0, encoder.hidden_size, device=encoder.device, requires_grad=True)
-        return encoder([[encoder.tokenizer.eos_token_id]])[:0]
+        if chunk:
+            return encoder(chunk)
+        if lockstep:
+            return encoder([[encoder.tokenizer.eos_token_id]])[:0]
+        return torch.zeros(0, encoder.hidden_size, device=encoder.device, requires_grad=True)
 
     if micro_batches == 1 or (len(ids) <= 1 and not lockstep):
         states = encode(ids)
