@@ -13,11 +13,12 @@ rows validation reads - sentences:
   clustering row as query + " " + passage cut to DETECT_CHARS characters, and a single UI string
   (median ~34 letters) is shorter than that, too short to tell neighbours apart (Danish and
   Norwegian, Croatian and Bosnian), which would push their choice to weak modes that real rows
-  do not need. A language with >= SOURCE of them keeps no CLDR phrase: those are name lists (territories, languages, months), often spelled alike
-  across languages and too short to identify, so mixing them in would measure undecidable text
-  and push the choice towards weak modes that let wrong labels through on real rows.
+  do not need. A language with >= SOURCE such texts keeps no CLDR phrase.
 - "cldr": CLDR phrases (`f2llm.data.cldr_text`) for the languages the catalogs do not cover (or
-  cover with fewer than SOURCE sentences, topped up to PER_LANGUAGE), so that every language
+  cover with fewer than SOURCE texts, topped up to PER_LANGUAGE). They are name lists
+  (territories, languages, months), often spelled alike across languages and too short to
+  identify, so where sentences exist they are left out (they would measure undecidable text and
+  push the choice towards weak modes that let wrong labels through on real rows); every language
   CLDR covers well is still measured; they stay in the set as other languages' wrong text too.
 - "facts": the hand-written sentences in data/raw/facts.psv.
 
@@ -57,7 +58,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -72,13 +72,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FACTS = ROOT / "data" / "raw" / "facts.psv"
 METHODS = ROOT / "platform" / "f2llm" / "data" / "langid_methods.json"
 _CFG = ValidationConfig()
-CONFIDENCE: float = getattr(_CFG, "langid_confidence", 0.6)
-MARGIN: float = getattr(_CFG, "langid_margin", 0.1)
-EXCLUDE_CONFIDENCE: float = getattr(_CFG, "langid_exclude_confidence", 0.9)
-MIN_LETTERS: int = getattr(_CFG, "langid_min_chars", 20)
-MIN_AGREEMENT: float = getattr(_CFG, "min_language_agreement", 0.6)
+CONFIDENCE, MARGIN = _CFG.langid_confidence, _CFG.langid_margin
+EXCLUDE_CONFIDENCE, MIN_LETTERS = _CFG.langid_exclude_confidence, _CFG.langid_min_chars
+MIN_AGREEMENT = _CFG.min_language_agreement
 PER_LANGUAGE = 150  # catalog texts (two sentences each; or CLDR texts) per language
-K = 5  # readings kept per text
 MIN_RIGHT = 0.9  # an option must pass this share of L's own texts
 SOURCE = 50  # texts per simulated source
 SEED = 0
@@ -124,22 +121,19 @@ def labelled_set() -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 def read_all(texts: list[str]) -> tuple[dict[str, list[list[tuple[str, float]]]], np.ndarray, dict[str, float]]:
-    """Each detector's top-K readings of every text, as validation reads them (collapsed, cut;
+    """Each detector's top langid.TOP_K readings of every text, as validation reads them (collapsed, cut;
     texts under MIN_LETTERS letters unread); which texts were read; the seconds per detector."""
-    flat = langid.detection_text(pa.array(texts))
-    letters = pc.count_substring_regex(flat, r"\pL").to_numpy(zero_copy_only=False)
-    long_enough = np.flatnonzero(letters >= MIN_LETTERS)
-    chosen = pc.take(flat, pa.array(long_enough, pa.int64())).to_pylist()
+    long_enough, chosen = langid.readable(pa.array(texts), MIN_LETTERS)
     readings, seconds = {}, {}
     for name in langid.DETECTORS:
         langid.detector(name)  # load outside the timing
         start = time.perf_counter()
         out: list[list[tuple[str, float]]] = [[] for _ in texts]
         for batch in tqdm(range(0, len(chosen), 5000), desc=f"read {name}", leave=False):
-            for i, top in zip(long_enough[batch:batch + 5000], langid.detector(name).read(chosen[batch:batch + 5000], K)):
+            for i, top in zip(long_enough[batch:batch + 5000], langid.detector(name).read(chosen[batch:batch + 5000])):
                 out[i] = top
         readings[name], seconds[name] = out, time.perf_counter() - start
-    return readings, letters >= MIN_LETTERS, seconds
+    return readings, np.isin(np.arange(len(texts)), long_enough), seconds
 
 
 def chunks(indices: np.ndarray, size: int = SOURCE) -> Iterable[np.ndarray]:
@@ -205,7 +199,7 @@ def option_acceptance(option: tuple[str, str | None], language: str, texts: pa.A
 
 
 def option_name(option: tuple[str, str | None]) -> str:
-    return option[0] if option[1] is None else f"{option[1]} ({option[0]})"
+    return str(langid.Method(*option))
 
 
 def choose(results: dict[tuple[str, str | None], dict]) -> tuple[str, str | None]:
@@ -313,7 +307,7 @@ def main() -> None:
                **{k: summarise(v, by_mode=False) for k, v in baseline_rows.items()}}
     by_mode = defaultdict(list)
     for lang, m in methods.items():
-        by_mode[m["mode"] if m["mode"] == "script" else f'{m["detector"]} ({m["mode"]})'].append(lang)
+        by_mode[str(langid.Method(m["mode"], m.get("detector")))].append(lang)
     thresholds = {"confidence": CONFIDENCE, "margin": MARGIN, "exclude_confidence": EXCLUDE_CONFIDENCE,
                   "min_letters": MIN_LETTERS, "min_right": MIN_RIGHT}
     METHODS.write_text(json.dumps({

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import yaml
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write  # noqa: E402
+from common import peak_rss_mb, write  # noqa: E402
 
 from f2llm.config import MiningConfig, ValidationConfig  # noqa: E402
 from f2llm.data import langid  # noqa: E402
@@ -136,7 +135,7 @@ def run_stage(argv: list[str]) -> None:
     stage, *rest = argv
     result = {"ingest": stage_ingest, "validate": lambda w, g, i: stage_validate(w, g, int(i)),
               "merge": stage_merge}[stage](*rest)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_rss_mb"] = round(peak_rss_mb())
     print(json.dumps(result))
 
 

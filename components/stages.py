@@ -60,11 +60,12 @@ def merge_validation_op(
     """The validation tasks' outputs as one: rows streamed part by part (merge_parts), the
     per-language table, the HTML report and metrics."""
     import pandas as pd
+    import pyarrow.parquet as pq
     from f2llm.data.validate import merge_parts
     from f2llm.evaluation.report import markdown_table, validation_html
 
-    def concat(parts, columns=None):
-        return pd.concat([pd.read_parquet(p.path, columns=columns) for p in parts], ignore_index=True)
+    def concat(parts):
+        return pd.concat([pd.read_parquet(p.path) for p in parts], ignore_index=True)
 
     n_ok = merge_parts([p.path for p in accepted_parts], accepted.path)
     n_bad = merge_parts([p.path for p in quarantine_parts], quarantine.path)
@@ -74,9 +75,13 @@ def merge_validation_op(
     print(table)
     with open(summary.path, "w") as fh:
         fh.write("# Validation per language\n\n" + table + "\n")
-    rows_bad = concat(quarantine_parts, ["language", "source", "row", "query", "reasons"])  # the report's columns
+    # the report needs every reason but only a few rows of text
+    reasons = pd.read_parquet(quarantine.path, columns=["reasons"])["reasons"]
+    shown = ["language", "source", "row", "query", "reasons"]
+    first = next(pq.ParquetFile(quarantine.path).iter_batches(batch_size=50, columns=shown), None)
+    examples = first.to_pandas() if first is not None else pd.DataFrame(columns=shown)
     with open(report.path, "w") as fh:
-        fh.write(validation_html(languages, concat(check_parts), rows_bad, concat(source_parts)))
+        fh.write(validation_html(languages, concat(check_parts), reasons, examples, concat(source_parts)))
     metrics.log_metric("rows", int(languages["rows"].sum()))
     metrics.log_metric("accepted", n_ok)
     metrics.log_metric("quarantined", n_bad)

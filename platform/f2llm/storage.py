@@ -91,23 +91,8 @@ def s3_client():
 
 
 def read_bytes(uri: str) -> bytes:
-    loc = parse_uri(uri)
-    if loc.scheme == "file":
-        try:
-            return Path(loc.key).read_bytes()
-        except FileNotFoundError:
-            raise StorageError(f"{uri}: no such file") from None
-    from minio.error import S3Error
-
-    try:
-        resp = s3_client().get_object(loc.bucket, loc.key)
-    except S3Error as err:
-        raise StorageError(f"{uri}: {err.code}") from None
-    try:
-        return resp.read()
-    finally:
-        resp.close()
-        resp.release_conn()
+    with open_input(uri) as stream:
+        return stream.read()
 
 
 @contextmanager
@@ -117,7 +102,7 @@ def open_input(uri: str) -> Iterator[BinaryIO]:
     if loc.scheme == "file":
         try:
             stream = open(loc.key, "rb")  # noqa: SIM115 (closed below)
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise StorageError(f"{uri}: no such file") from None
         with stream:
             yield stream

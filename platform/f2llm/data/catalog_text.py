@@ -32,11 +32,10 @@ from collections import defaultdict
 from functools import cache
 from pathlib import Path
 
-import pycountry
 from babel.core import parse_locale
 
 from f2llm.data.langid import normalise
-from f2llm.data.languages import UnknownLanguage, check_code, language, unicode_scripts
+from f2llm.data.languages import iso639_3, language, unicode_scripts
 
 MIN_LETTERS = 20
 _PLACEHOLDER = re.compile(r"%\([^)]*\)[-#0 +]*\d*(?:\.\d+)?[a-zA-Z]|%[-#0 +]*\d*(?:\.\d+)?[sdifrxXc]|%%|\{[^{}]*\}")
@@ -57,14 +56,7 @@ def _code_script(locale: str) -> tuple[str, str] | None:
         lang, _, script, _ = parse_locale(locale)
     except ValueError:
         return None
-    code = None
-    if len(lang) == 2:
-        code = getattr(pycountry.languages.get(alpha_2=lang), "alpha_3", None)
-    else:
-        try:
-            code = check_code(lang)
-        except UnknownLanguage:
-            pass
+    code = iso639_3(lang)
     if not code:
         return None
     scripts = unicode_scripts(script) if script else ()

@@ -16,14 +16,12 @@ from __future__ import annotations
 import datetime
 import random
 from collections.abc import Callable
-from contextlib import suppress
 from functools import cache
 
-import pycountry
 from babel import Locale, dates, lists, localedata, units
 from babel.core import get_global
 
-from f2llm.data.languages import UnknownLanguage, check_code
+from f2llm.data.languages import iso639_3
 
 _UNITS = ("length-kilometer", "length-meter", "duration-hour", "duration-day", "duration-minute",
           "mass-kilogram", "volume-liter", "temperature-celsius")
@@ -36,12 +34,7 @@ def _locale_ids() -> dict[str, str]:
     """ISO 639-3 code -> Babel base locale (the first identifier, sorted, naming that code)."""
     out: dict[str, str] = {}
     for ident in sorted(localedata.locale_identifiers()):
-        code = None
-        if len(ident) == 2:
-            code = getattr(pycountry.languages.get(alpha_2=ident), "alpha_3", None)
-        elif "_" not in ident and ident != "root":
-            with suppress(UnknownLanguage):
-                code = check_code(ident)
+        code = iso639_3(ident)  # None for "root" and regional locales ("pt_BR")
         if code:
             out.setdefault(code, ident)
     return out

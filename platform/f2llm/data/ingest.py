@@ -134,17 +134,17 @@ def _known_script(name: str) -> bool:
 
 
 def read_manifest(data_uri: str) -> list[SourceSpec]:
+    if PurePosixPath(data_uri).suffix in (".yaml", ".yml"):
+        raise IngestError(f"{data_uri}: give the data folder (the one holding sources.yaml), not a file")
     uri = storage.join(data_uri, "sources.yaml")
     try:
-        raw = yaml.safe_load(storage.read_bytes(uri).decode("utf-8"))
+        raw = yaml.safe_load(storage.read_text(uri))
     except UnicodeDecodeError as err:
         raise IngestError(f"{uri}: not UTF-8 (byte {err.start})") from None
     except yaml.YAMLError as err:
         raise IngestError(f"{uri}: not valid YAML ({' '.join(str(err).split())})") from None
     except storage.StorageError as err:
         raise IngestError(str(err)) from None
-    except (NotADirectoryError, IsADirectoryError):
-        raise IngestError(f"{data_uri}: give the data folder (the one holding sources.yaml), not a file") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list):
         raise IngestError(f"{uri}: expected a mapping with a 'sources' list, got {type(raw).__name__}")
     specs = []
@@ -361,12 +361,12 @@ def _negatives(uri: str, table: pa.Table, layout: list[str], first: int) -> pa.L
     """The row's negatives as one list<string> column, nulls refused inside a list; a null
     `negative_k` is an absent negative (ragged files), counted later by the negative-count rule."""
     n = table.num_rows
+    if layout == ["negatives"] and pa.types.is_null(table["negatives"].type):
+        layout = []  # "negatives": null in every record of the batch: none stored
     if not layout:
         return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
     if layout == ["negatives"]:
         col = table["negatives"].combine_chunks()
-        if pa.types.is_null(col.type):
-            return _negatives(uri, table.drop_columns(["negatives"]), [], first)
         if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or not _is_text(col.type.value_type):
             raise IngestError(f"{uri}: record {first + _first(pc.is_valid(col))}: field 'negatives' must be a list of "
                               f"strings, got {col.type}")
@@ -497,7 +497,7 @@ def ingest_partitioned(data_uri: str, out_dir: str, workers: int | None = None) 
     return IngestStats(rows, len({s.name for s in specs}), files)
 
 
-def language_table(out_dir: str, language: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+def language_table(out_dir: str, language: str) -> Iterator[pa.Table]:
     """The batches `ingest_partitioned` wrote for one language, one file at a time."""
     for path in sorted((Path(out_dir) / language).glob("*.parquet")):
-        yield pq.read_table(path, columns=columns)
+        yield pq.read_table(path)

@@ -37,9 +37,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from f2llm.data.languages import HIGH_RESOURCE, find
+from f2llm.data.languages import HIGH_RESOURCE, find, iso639_3
 
 DETECT_CHARS = 160
+TOP_K = 5  # readings kept per text: the label may be any of them (confirm mode's margin)
 Mode = Literal["confirm", "exclude", "script"]
 
 # Individual languages counted as their macrolanguage, as sources and detectors mix them.
@@ -78,7 +79,7 @@ class Detector:
     name: str
     languages: frozenset[str]
 
-    def read(self, texts: list[str], k: int = 3) -> list[list[tuple[str, float]]]:
+    def read(self, texts: list[str], k: int = TOP_K) -> list[list[tuple[str, float]]]:
         raise NotImplementedError
 
 
@@ -94,14 +95,9 @@ class Lid176(Detector):
 
     @staticmethod
     def _iso3(label: str) -> str:
-        import pycountry
+        return _WIKI_TO_ISO3.get(label) or iso639_3(label) or label
 
-        if label in _WIKI_TO_ISO3:
-            return _WIKI_TO_ISO3[label]
-        entry = pycountry.languages.get(alpha_2=label) if len(label) == 2 else None
-        return entry.alpha_3 if entry else label
-
-    def read(self, texts, k=3):
+    def read(self, texts, k=TOP_K):
         predict = self._model.f.predict  # the wheel's batch call returns labels without probabilities
         codes = self._codes
         return [[(codes[label[9:]], p) for p, label in predict(text + "\n", k, 0.0, "replace")] for text in texts]
@@ -118,7 +114,7 @@ class Lingua(Detector):
         self._codes = {lang: normalise(lang.iso_code_639_3.name.lower()) for lang in Language.all()}
         self.languages = frozenset(self._codes.values())
 
-    def read(self, texts, k=3):
+    def read(self, texts, k=TOP_K):
         codes = self._codes
         out = []
         for values in self._detector.compute_language_confidence_values_in_parallel(texts):
@@ -250,18 +246,7 @@ class Franc(Detector):
             distance += np.where(rows > 0, np.abs(counts - rows), self.MAX_DIFFERENCE).sum(0)  # |count - rank - 1|
         return script, distance, len(text)
 
-    def scores(self, text: str) -> tuple[str, np.ndarray] | None:
-        """franc's own scores s = 1 - (d - d_min) / (300 n - d_min) (what `franc.lang_detect`
-        returns, unsorted)."""
-        read = self.distances(text)
-        if read is None:
-            return None
-        script, distance, n = read
-        low = distance.min()
-        room = n * self.MAX_DIFFERENCE - low
-        return script, 1 - (distance - low) / room if room else np.zeros(len(distance))
-
-    def read(self, texts, k=3):
+    def read(self, texts, k=TOP_K):
         out = []
         for text in texts:
             read = self.distances(text)
@@ -369,16 +354,21 @@ def verdicts(readings: list[list[tuple[str, float]]], language: str, mode: Mode,
     return Readings(verdict, read_as, p_top)
 
 
+def readable(texts: pa.Array | pa.ChunkedArray, min_chars: int) -> tuple[np.ndarray, list[str]]:
+    """What the detectors read: the positions of texts with >= `min_chars` letters, and their
+    detection text (collapsed, cut). Validation and bench_langid both read through this."""
+    flat = detection_text(texts)
+    long_enough = np.flatnonzero(count_chars(flat, r"\pL") >= min_chars)
+    return long_enough, pc.take(flat, pa.array(long_enough, pa.int64())).to_pylist()
+
+
 def check(texts: pa.Array | pa.ChunkedArray, language: str, *, min_chars: int, confidence: float, margin: float,
           exclude_confidence: float, method: Method | None = None) -> Readings:
     """Per text, does it read as `language`? Texts with fewer than `min_chars` letters are left
     unchecked (NaN): too short to tell."""
     method = method or method_for(language)
-    flat = detection_text(texts)
-    letters = count_chars(flat, r"\pL")
-    long_enough = np.flatnonzero(letters >= min_chars)
-    chosen = pc.take(flat, pa.array(long_enough, pa.int64())).to_pylist()
-    n = len(flat)
+    n = len(texts)
+    long_enough, chosen = readable(texts, min_chars)
 
     @cache  # the chosen detector may be lid.176, the second opinion too: read once
     def read(name: str) -> list[list[tuple[str, float]]]:

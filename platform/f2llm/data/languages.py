@@ -6,8 +6,9 @@ scripts come from CLDR's likely subtags (Babel: `yo` -> `yo_Latn_NG`, `ja` -> `j
 mapped from ISO 15924 codes to Unicode script names, which RE2 (pyarrow's regex engine) knows
 as `\\p{Name}` classes; so any language CLDR knows gets a script check, not just a hand table.
 
-`LOW_RESOURCE` is the report's split: every language outside Joshi et al. (2020) classes 4-5
-(the "winners" and "underdogs" with abundant labelled and unlabelled data).
+`Language.low_resource` splits the language-ID benchmark's figures: every language outside
+`HIGH_RESOURCE`, Joshi et al. (2020) classes 4-5 (the "winners" and "underdogs" with abundant
+labelled and unlabelled data).
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ def check_code(code: str) -> str:
     if pycountry.languages.get(alpha_3=code) is None:
         raise UnknownLanguage(f"{code!r} is not in ISO 639-3")
     return code
+
+
+def iso639_3(code: str) -> str | None:
+    """An ISO 639-1 or 639-3 code as ISO 639-3 (`sw` -> swa, `fil` -> fil), None if neither."""
+    if len(code) == 2:
+        return getattr(pycountry.languages.get(alpha_2=code), "alpha_3", None)
+    try:
+        return check_code(code)
+    except UnknownLanguage:
+        return None
 
 
 def unicode_scripts(iso15924: str) -> tuple[str, ...]:

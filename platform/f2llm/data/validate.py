@@ -142,17 +142,18 @@ def rule_columns(batch: pa.Table, language: str, cfg: ValidationConfig, mined_ta
     neg_values, parents = negs.flatten(), _np(pc.list_parent_indices(negs))
     n_negs = _np(pc.list_value_length(negs)).astype(np.int64)
 
-    rows = np.arange(n)
-    # (texts, their rows, which may break a character rule): one pass over clean text, not one a rule
-    fields = [(t, r, np.flatnonzero(_np(pc.match_substring_regex(t, _SUSPECT))))
-              for t, r in ((query, rows), (passage, rows), (neg_values, parents))]
+    # (the texts that may break a character rule, the rows they belong to): one pass over clean
+    # text, then each rule reads only these
+    suspects = []
+    for texts, owner in ((query, np.arange(n)), (passage, np.arange(n)), (neg_values, parents)):
+        at = np.flatnonzero(_np(pc.match_substring_regex(texts, _SUSPECT)))
+        if len(at):
+            suspects.append((texts.take(pa.array(at, pa.int64())), owner[at]))
 
     def per_row(pattern: str) -> np.ndarray:
         hit = np.zeros(n, dtype=bool)
-        for texts, owner, suspect in fields:
-            if len(suspect):
-                found = _np(pc.match_substring_regex(texts.take(pa.array(suspect, pa.int64())), pattern))
-                hit[owner[suspect[found]]] = True
+        for texts, owner in suspects:
+            hit[owner[_np(pc.match_substring_regex(texts, pattern))]] = True
         return hit
 
     tasks = _np(batch["task"]).astype(str)
@@ -273,6 +274,19 @@ class LanguageResult:
     failed_sources: list[str]
 
 
+def _row_reasons(flags: pd.DataFrame, flag: str, reason: str, rows: list[int]) -> list[str]:
+    """Each failing row's reason; the language read and the negative counts are the row's own
+    (columns gathered once, not looked up row by row: a mislabelled source fails every row)."""
+    if flag == "other_language":
+        part = flags.loc[rows, ["read_as", "p_read"]]
+        names = {code: _language_name(code) for code in part["read_as"].unique()}
+        return [f"reads as {names[code]}, p={p:.2f}" for code, p in zip(part["read_as"], part["p_read"])]
+    if flag == "negative_count":
+        part = flags.loc[rows, ["n_negatives", "task", "negatives_needed", "negatives_allowed"]]
+        return [f"{have} negatives; {task} needs {need}..{most}" for have, task, need, most in part.itertuples(index=False)]
+    return [reason] * len(rows)
+
+
 def validate_language(batches: Callable[[], Iterable[pa.Table]], language: str, cfg: ValidationConfig,
                       gx: _Gx, mined_tasks: frozenset[str] = frozenset()) -> LanguageResult:
     """Pass 1 and the GX run for one language (module docstring); pass 2 is `split`."""
@@ -298,14 +312,7 @@ def validate_language(batches: Callable[[], Iterable[pa.Table]], language: str, 
         if meta.get("slice"):
             failures.append(f"{language}: {meta['reason']} (observed {er.result.get('observed_value')})")
             continue
-        flag = meta["flag"]
-        for idx in failing:
-            why = meta["reason"]
-            if flag == "other_language":
-                why = f"reads as {_language_name(flags.at[idx, 'read_as'])}, p={flags.at[idx, 'p_read']:.2f}"
-            elif flag == "negative_count":
-                have, need, most = (flags.at[idx, k] for k in ("n_negatives", "negatives_needed", "negatives_allowed"))
-                why = f"{have} negatives; {flags.at[idx, 'task']} needs {need}..{most}"
+        for idx, why in zip(failing, _row_reasons(flags, meta["flag"], meta["reason"], failing)):
             reasons.setdefault(int(idx), []).append(why)
     for s in sources[sources["failed"]].itertuples() if len(sources) else ():
         failures.append(f"{language}: source {s.source} ({s.file}): language agreement {s.agreement} below "
@@ -428,6 +435,7 @@ def merge_parts(parts: Iterable[str], out_path: str) -> int:
         for f in files:
             for group in range(f.num_row_groups):
                 table = f.read_row_group(group)
-                writer.write_table(table.cast(schema) if table.schema != schema else table)
-                rows += table.num_rows
+                if table.num_rows:
+                    writer.write_table(table.cast(schema) if table.schema != schema else table)
+                    rows += table.num_rows
     return rows

@@ -31,7 +31,7 @@ def language_table(results: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     wide = full.pivot_table(index="language", columns="model", values=[f"ndcg@{k}", f"recall@{k}"])
     wide.columns = [f"{model} {metric}" for metric, model in wide.columns]
     wide.insert(0, "queries", full.groupby("language")["n_queries"].first())
-    wide.insert(0, "script", [(find(c).script if find(c) else "?") for c in wide.index])
+    wide.insert(0, "script", [getattr(find(c), "script", "?") for c in wide.index])
     wide["Δ ndcg"] = wide[f"trained ndcg@{k}"] - wide[f"base ndcg@{k}"]
     return wide.reset_index()
 
@@ -88,13 +88,14 @@ def render_html(results: pd.DataFrame, loss_png: bytes, title: str, k: int = 10)
 </body></html>"""
 
 
-def validation_html(per_language: pd.DataFrame, checks: pd.DataFrame, quarantined: pd.DataFrame,
-                    sources: pd.DataFrame | None = None) -> str:
+def validation_html(per_language: pd.DataFrame, checks: pd.DataFrame, quarantine_reasons: pd.Series,
+                    examples: pd.DataFrame, sources: pd.DataFrame | None = None) -> str:
     """One page: rows/accepted/quarantined/agreement per language, language agreement per source,
-    failed rules, quarantine reasons."""
+    failed rules, quarantine reasons (counted over every quarantined row's `reasons`) and example
+    rows (language, source, row, query, reasons: the first few)."""
     failed = checks[~checks["success"]].sort_values(["language", "rule"])
-    reasons = quarantined["reasons"].str.split("; ").explode().value_counts().rename_axis("reason").reset_index(name="rows")
-    examples = quarantined.head(50).assign(query=lambda f: f["query"].str.slice(0, 80))[["language", "source", "row", "query", "reasons"]]
+    reasons = quarantine_reasons.str.split("; ").explode().value_counts().rename_axis("reason").reset_index(name="rows")
+    examples = examples.assign(query=lambda f: f["query"].str.slice(0, 80))
     totals = per_language[["rows", "accepted", "quarantined"]].sum()
     by_source = "<p>none</p>"
     if sources is not None and len(sources):
@@ -105,7 +106,7 @@ def validation_html(per_language: pd.DataFrame, checks: pd.DataFrame, quarantine
 <h2>Language agreement per source</h2>{by_source}
 <h2>Failed rules per language</h2>{_table(failed) if len(failed) else "<p>none</p>"}
 <h2>Quarantine reasons</h2>{_table(reasons) if len(reasons) else "<p>none</p>"}
-<h2>Quarantined rows (first 50)</h2>{_table(examples) if len(examples) else "<p>none</p>"}
+<h2>Quarantined rows (first {len(examples)})</h2>{_table(examples) if len(examples) else "<p>none</p>"}
 </body></html>"""
 
 
