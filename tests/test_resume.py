@@ -8,6 +8,7 @@ import sys
 import time
 
 import pandas as pd
+import psutil
 import pytest
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
@@ -25,35 +26,53 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _run(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "f2llm.train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+def _run(args, ranks: int = 1):
+    """`python -m f2llm.train`, or torchrun with `ranks` processes."""
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr", "127.0.0.1",
+              "--master_port", str(_port())] if ranks > 1 else []
+    return subprocess.Popen([sys.executable, *launch, "-m", "f2llm.train", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, sample_rows, tiny_model_dir, s3_endpoint):
+def _kill_all(process: subprocess.Popen) -> None:
+    """SIGKILL a run's every process at once, as a pod's eviction does (torchrun starts each rank in
+    a session of its own, so killing its process group would leave the ranks running)."""
+    victims = [psutil.Process(process.pid)]
+    victims += victims[0].children(recursive=True)
+    for victim in victims:
+        victim.send_signal(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("strategy,ranks", [("ddp", 1), ("fsdp", 2)])
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, sample_rows, tiny_model_dir, s3_endpoint,
+                                                            strategy, ranks):
+    """SIGKILL of the whole run (every process of it) after a checkpoint past
+    the first; the same command again resumes to the weights and log of a run never killed. FSDP's
+    checkpoints are sharded (each rank uploads its own), DDP's whole."""
     rows = sample_rows[sample_rows["language"].isin(["swa", "khm", "que", "eng"])]
     prepare(rows, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig(uri="unused"), 64, tmp_path / "data")
 
     def args(name: str, ckpt: str | None) -> list[str]:
         cfg = TrainConfig(stage1=None, stage2=StageConfig(epochs=3, lr=1e-3, batch_size=8, warmup_ratio=0.1),
-                          checkpoint_uri=ckpt, checkpoint_every=5 if ckpt else 0)
+                          checkpoint_uri=ckpt, checkpoint_every=5 if ckpt else 0, strategy=strategy)
         return ["--init", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--stage", "2",
                 "--train-config", cfg.model_dump_json(), "--max-length", "64",
                 "--out", str(tmp_path / name / "model"), "--log-file", str(tmp_path / name / "log.jsonl")]
 
-    assert _run(args("straight", None)).wait(timeout=300) == 0
+    assert _run(args("straight", None), ranks).wait(timeout=300) == 0
 
-    ckpt = "s3://f2llm-ckpt/run-1"
-    victim = _run(args("killed", ckpt))
+    ckpt = f"s3://f2llm-ckpt/{strategy}-run"
+    victim = _run(args("killed", ckpt), ranks)
     deadline = time.time() + 300
     while time.time() < deadline:  # wait for a checkpoint past the first, then kill mid-run
         if storage.exists(f"{ckpt}/latest") and storage.read_text(f"{ckpt}/latest") >= "step-00000010":
             break
         time.sleep(0.2)
-    os.kill(victim.pid, signal.SIGKILL)
+    _kill_all(victim)
     assert victim.wait(timeout=30) == -signal.SIGKILL
     assert not (tmp_path / "killed" / "model").exists()
 
-    assert _run(args("killed", ckpt)).wait(timeout=300) == 0
+    assert _run(args("killed", ckpt), ranks).wait(timeout=300) == 0
     straight = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     resumed = load_file(tmp_path / "killed" / "model" / "model.safetensors")
     assert straight.keys() == resumed.keys()

@@ -294,24 +294,20 @@ def train_stage(
     seconds = time.perf_counter() - started
     return {
         "stage": stage, "steps": step, "seconds": seconds, "dims": dims, "loss": last_loss,
-        "samples_per_s": samples / seconds if seconds else 0.0,
+        "samples_per_s": samples / seconds if seconds else 0.0, "world_size": world,
+        "state_bytes": state_bytes(encoder.model, optimizer),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m f2llm.train`: one stage as its own process (what a training pod runs)."""
-    import argparse
+def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """This rank's bytes of weights, gradients and optimizer state: its shards under FSDP (DTensor
+    local tensors), the whole replica under DDP (16 bytes a parameter in fp32 AdamW)."""
+    def local(t: torch.Tensor) -> torch.Tensor:
+        return t.to_local() if isinstance(t, DTensor) else t
 
-    parser = argparse.ArgumentParser(prog="python -m f2llm.train", description=main.__doc__)
-    parser.add_argument("--init", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
-    parser.add_argument("--train-config", required=True, help="TrainConfig as JSON")
-    parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--log-file", required=True)
-    args = parser.parse_args(argv)
-    cfg = TrainConfig.model_validate_json(args.train_config)
-    print(json.dumps(train_stage(args.init, args.data, args.stage, cfg, args.max_length, args.out, args.log_file)))
-    return 0
+    tensors = [local(p) for p in model.parameters()]
+    tensors += [local(p.grad) for p in model.parameters() if p.grad is not None]
+    tensors += [local(v) for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.dim()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
 
