@@ -148,21 +148,49 @@ def prepare_op(
 @component
 def train_op(
     config_json: str, stage: int, dataset: Input[Dataset], init_model: Input[Model],
-    model: Output[Model], log: Output[Artifact], metrics: Output[Metrics],
+    model: Output[Model], log: Output[Artifact], metrics: Output[Metrics], processes: int = 1,
 ):
+    """One stage in this pod: in-process, or torchrun with `processes` ranks (one a GPU)."""
     import shutil
 
     from f2llm.config import RunConfig
-    from f2llm.train.trainer import train_stage
+    from f2llm.train.launch import run_stage
 
     cfg = RunConfig.model_validate_json(config_json)
     if stage == 1 and cfg.train.stage1 is None:  # sizes below 0.6B start from a stage-1 model
         shutil.copytree(init_model.path, model.path)
         open(log.path, "w").close()
         return
-    summary = train_stage(init_model.path, dataset.path, stage, cfg.train, cfg.model.max_length, model.path, log.path)
+    summary = run_stage(init_model.path, dataset.path, stage, cfg.train, cfg.model.max_length, model.path, log.path,
+                        processes=processes)
     for key in ("steps", "seconds", "loss", "samples_per_s"):
         metrics.log_metric(key, round(float(summary[key]), 4))
+
+
+@component
+def train_job_op(
+    config_json: str, stage: int, run_id: str, dataset: Input[Dataset], init_model: Input[Model],
+    model: Output[Model], log: Output[Artifact], metrics: Output[Metrics], job: Output[Markdown],
+):
+    """One stage on many nodes: a Kubeflow Trainer TrainJob, followed to Complete or Failed; its
+    model (published to the store by its rank 0) becomes this step's output."""
+    import shutil
+
+    from f2llm.cluster.trainjob import run_train_job
+    from f2llm.config import RunConfig
+    from f2llm.cluster.kube import current_namespace
+
+    cfg = RunConfig.model_validate_json(config_json)
+    if stage == 1 and cfg.train.stage1 is None:
+        shutil.copytree(init_model.path, model.path)
+        open(log.path, "w").close()
+        return
+    result = run_train_job(cfg, stage, run_id, current_namespace(), init_model.path, dataset.path, model.path, log.path)
+    for key in ("steps", "seconds", "loss", "samples_per_s"):
+        metrics.log_metric(key, round(float(result.summary[key]), 4))
+    metrics.log_metric("train_job_s", result.seconds)
+    with open(job.path, "w") as fh:
+        fh.write(result.markdown())
 
 
 @component
@@ -230,7 +258,8 @@ def deploy_op(config_json: str, results: Input[Dataset], model: Input[Model], se
     """The quality gate, then the exported model on a KServe InferenceService, Ready or the run fails."""
     import pandas as pd
     from f2llm.config import RunConfig
-    from f2llm.serve.deploy import check_gate, current_namespace, deploy, load_api
+    from f2llm.cluster.kube import current_namespace, load_api
+    from f2llm.serve.deploy import check_gate, deploy
 
     cfg = RunConfig.model_validate_json(config_json)
     k = cfg.eval.k
@@ -286,15 +315,17 @@ def prune_op(
 @component
 def train_student_op(
     config_json: str, student: str, dataset: Input[Dataset], init_model: Input[Model], teacher_model: Input[Model],
-    model: Output[Model], log: Output[Artifact], metrics: Output[Metrics],
+    model: Output[Model], log: Output[Artifact], metrics: Output[Metrics], processes: int = 1,
 ):
-    """A pruned student through stage 2 with the distillation term from the teacher."""
+    """A pruned student through stage 2 with the distillation term from the teacher (in-process, or
+    torchrun with `processes` ranks)."""
     from f2llm.config import RunConfig
-    from f2llm.train.trainer import train_stage
+    from f2llm.train.launch import run_stage
 
     cfg = RunConfig.model_validate_json(config_json)
     train = cfg.student_training(student, teacher_model.path)
-    summary = train_stage(init_model.path, dataset.path, 2, train, cfg.model.max_length, model.path, log.path)
+    summary = run_stage(init_model.path, dataset.path, 2, train, cfg.model.max_length, model.path, log.path,
+                        processes=processes)
     model.metadata["student"] = student
     for key in ("steps", "seconds", "loss", "samples_per_s"):
         metrics.log_metric(key, round(float(summary[key]), 4))

@@ -1,5 +1,6 @@
-"""A FAKE of the Kubernetes API server's REST endpoints for KServe InferenceServices, with a FAKE
-KServe controller writing their status. For deploy-step tests only.
+"""A FAKE of the Kubernetes API server's REST endpoints for a custom resource (`FakeCustomResourceApi`),
+and on it KServe InferenceServices with a FAKE KServe controller writing their status
+(`FakeKubernetesApi`, for deploy-step tests; `fake_trainer_api.py` does Kubeflow Trainer's TrainJobs).
 
 No Kubernetes API server (nor KServe) can run here, so this in-memory stand-in serves
 /apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices[/{name}] to the official
@@ -33,8 +34,6 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-GROUP, VERSION, PLURAL, KIND = "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
-API_VERSION, RESOURCE = f"{GROUP}/{VERSION}", f"{PLURAL}.{GROUP}"  # schema.GroupResource.String()
 SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"  # NameIsDNSSubdomain, <= 253
 ISVC_NAME = "[a-z]([-a-z0-9]*[a-z0-9])?"  # KServe's IsvcNameFmt (its webhook sets no length limit)
 PATCH_TYPES = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
@@ -49,7 +48,7 @@ WEBHOOK_MSG = ('admission webhook "inferenceservice.kserve-webhook-server.valida
                "is invalid: a InferenceService name must consist of lower case alphanumeric characters or '-', and must start "
                f"with alphabetical character. (e.g. \"my-name\" or \"abc-123\", regex used for validation is '{ISVC_NAME}')")
 CONFLICT_MSG = "the object has been modified; please apply your changes to the latest version and try again"
-FORBIDDEN_MSG = 'User "{}" cannot {} resource "' + PLURAL + '" in API group "' + GROUP + '" in the namespace "{}"'
+FORBIDDEN_MSG = 'User "{}" cannot {} resource "{}" in API group "{}" in the namespace "{}"'
 NAMESPACE_MSG = "the namespace of the provided object does not match the namespace sent on the request"
 
 
@@ -69,12 +68,12 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def invalid(name: str, errs: list[tuple[str, str, str]], kind: str = KIND) -> ApiError:
+def invalid(name: str, errs: list[tuple[str, str, str]], kind: str, group: str) -> ApiError:
     """errs: (cause type, field, field.Error.ErrorBody()); NewInvalid aggregates them into the message."""
     msgs = [f"{field}: {body}" for _, field, body in errs]
-    return ApiError(422, "Invalid", f'{kind and kind + "." + GROUP} "{name}" is invalid: '
+    return ApiError(422, "Invalid", f'{kind and kind + "." + group} "{name}" is invalid: '
                     + (msgs[0] if len(msgs) == 1 else "[" + ", ".join(msgs) + "]"), name=name,
-                    group=kind and GROUP, kind=kind, causes=[{"reason": t, "message": b, "field": f} for t, f, b in errs])
+                    group=kind and group, kind=kind, causes=[{"reason": t, "message": b, "field": f} for t, f, b in errs])
 
 
 def merge_patch(target, patch):
@@ -94,24 +93,31 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeKubernetesApi:
-    def __init__(self, namespaces=("default",), token: str = "fake-token", ready_after: int = 2,
+class FakeCustomResourceApi:
+    """The API server's side of one namespaced custom resource (GROUP/VERSION/PLURAL of KIND):
+    authentication, RBAC, create/get/list/update/patch/delete with their errors. A subclass is the
+    FAKE controller: `_validate_spec` (schema, webhooks), `_reconcile` (after a spec change),
+    `_read` (a read: the controller may move on) and `_extra_route` (other paths it serves)."""
+
+    GROUP = VERSION = PLURAL = KIND = ""
+
+    def __init__(self, namespaces=("default",), token: str = "fake-token",
                  user: str = "system:serviceaccount:default:f2llm-deployer", allowed: set | None = None):
-        self.namespaces, self.token, self.ready_after, self.user = set(namespaces), token, ready_after, user
+        self.namespaces, self.token, self.user = set(namespaces), token, user
         self.allowed = allowed  # RBAC: {(namespace, verb)} the token may use; None allows everything
-        self.objects: dict[tuple[str, str], dict] = {}  # (namespace, name) -> stored InferenceService
+        self.objects: dict[tuple[str, str], dict] = {}  # (namespace, name) -> stored object
         self.requests: list[dict] = []  # every request: method, path, query, content_type, body
-        self.failures: list[tuple[str, str, str]] = []  # (storageUri prefix, reason, message)
         self.resource_version = 1000  # etcd's revision: one counter for every write
-        self._reads: dict[tuple[str, str], int] = {}  # reads since the last spec change, while rolling out
-        self._revisions: dict[tuple[str, str], tuple[dict, int]] = {}  # Knative: template -> revision number
         self._lock = threading.Lock()
         self.app = self._routes()
 
-    def fail_storage(self, prefix: str, reason: str = "ModelLoadFailed",
-                     message: str = "the storage initializer could not download the model") -> None:
-        """Rollouts of a spec.predictor.model.storageUri starting with prefix fail and never become ready."""
-        self.failures.append((prefix, reason, message))
+    @property
+    def api_version(self) -> str:
+        return f"{self.GROUP}/{self.VERSION}"
+
+    @property
+    def resource(self) -> str:  # schema.GroupResource.String()
+        return f"{self.PLURAL}.{self.GROUP}"
 
     def write_kubeconfig(self, path, host: str, namespace: str, token: str | None = None) -> None:
         config = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
@@ -130,23 +136,45 @@ class FakeKubernetesApi:
 
     def _get(self, ns: str, name: str) -> dict:
         if (ns, name) not in self.objects:
-            raise ApiError(404, "NotFound", f'{RESOURCE} "{name}" not found', name=name, group=GROUP, kind=PLURAL)
+            raise ApiError(404, "NotFound", f'{self.resource} "{name}" not found', name=name, group=self.GROUP, kind=self.PLURAL)
         return copy.deepcopy(self.objects[(ns, name)])
 
+    def _invalid(self, name: str, errs: list[tuple[str, str, str]]) -> ApiError:
+        return invalid(name, errs, self.KIND, self.GROUP)
+
     def _validate(self, obj: dict, name: str) -> None:
-        if obj.get("kind") != KIND:  # customresource validator.go ValidateTypeMeta
-            raise invalid(name, [("FieldValueInvalid", "kind", f"Invalid value: {json.dumps(obj.get('kind'))}: must be {KIND}")])
+        if obj.get("kind") != self.KIND:  # customresource validator.go ValidateTypeMeta
+            raise self._invalid(name, [("FieldValueInvalid", "kind",
+                                        f"Invalid value: {json.dumps(obj.get('kind'))}: must be {self.KIND}")])
         errs = []
         if not name:
             errs.append(("FieldValueRequired", "metadata.name", "Required value: name or generateName is required"))
         elif len(name) > 253 or not re.fullmatch(SUBDOMAIN, name):
             errs.append(("FieldValueInvalid", "metadata.name", f"Invalid value: {json.dumps(name)}: {SUBDOMAIN_MSG}"))
-        if not isinstance((obj.get("spec") or {}).get("predictor"), dict):  # CRD schema: spec.required: [predictor]
-            errs.append(("FieldValueRequired", "spec.predictor", "Required value"))
+        errs += self._schema_errors(obj)
         if errs:
-            raise invalid(name, errs)
-        if not re.fullmatch(ISVC_NAME, name):  # then KServe's validating webhook
-            raise ApiError(403, "Forbidden", WEBHOOK_MSG.format(name))
+            raise self._invalid(name, errs)
+        self._admit(obj, name)
+
+    def _schema_errors(self, obj: dict) -> list[tuple[str, str, str]]:
+        """The CRD's schema and CEL rules, as (cause type, field, message) (a subclass's)."""
+        return []
+
+    def _admit(self, obj: dict, name: str) -> None:
+        """The validating admission webhooks, after the schema (a subclass's)."""
+
+    def _reconcile(self, ns: str, name: str) -> None:
+        """The controller, after a spec change (a subclass's)."""
+
+    def _read(self, ns: str, name: str) -> dict:
+        return self._get(ns, name)
+
+    def _deleted(self, ns: str, name: str) -> None:
+        """The object is gone (a subclass forgets what it tracked)."""
+
+    def _extra_route(self, method: str, path: str, query) -> object | None:
+        """A response for a path outside the custom resource, or None: 404 (a subclass's)."""
+        return None
 
     def _create(self, ns: str, obj: dict) -> dict:
         meta = obj.setdefault("metadata", {})
@@ -160,7 +188,8 @@ class FakeKubernetesApi:
         obj.pop("status", None)  # status subresource: create cannot set status
         self._validate(obj, name)
         if (ns, name) in self.objects:
-            raise ApiError(409, "AlreadyExists", f'{RESOURCE} "{name}" already exists', name=name, group=GROUP, kind=PLURAL)
+            raise ApiError(409, "AlreadyExists", f'{self.resource} "{name}" already exists', name=name, group=self.GROUP,
+                           kind=self.PLURAL)
         if meta.get("resourceVersion"):  # etcd3 store.Create; not an APIStatus error, hence a bare 500
             raise ApiError(500, "", "resourceVersion should not be set on objects to be created")
         meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
@@ -177,10 +206,10 @@ class FakeKubernetesApi:
             raise bad_request(NAMESPACE_MSG)
         if not meta.get("resourceVersion"):  # CRs: AllowUnconditionalUpdate() is false
             raise invalid(name, [("FieldValueInvalid", "metadata.resourceVersion",
-                                  "Invalid value: 0: must be specified for an update")], kind=PLURAL)
+                                  "Invalid value: 0: must be specified for an update")], self.PLURAL, self.GROUP)
         if meta["resourceVersion"] != old["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {RESOURCE} "{name}": {CONFLICT_MSG}',
-                           name=name, group=GROUP, kind=PLURAL)
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {self.resource} "{name}": {CONFLICT_MSG}',
+                           name=name, group=self.GROUP, kind=self.PLURAL)
         meta.update({k: old["metadata"][k] for k in SERVER_META})
         new.pop("status", None)
         new.update({"status": old["status"]} if "status" in old else {})
@@ -194,7 +223,131 @@ class FakeKubernetesApi:
             self._reconcile(ns, name)
         return written
 
-    # -- the FAKE KServe controller -----------------------------------------------------------------
+    # -- HTTP ---------------------------------------------------------------------------------------
+    def _handle(self, method: str, ns: str, name: str, query, content_type: str, body):
+        verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+        if self.allowed is not None and (ns, verb) not in self.allowed:  # RBAC; responsewriters.ForbiddenStatusError
+            who = f'{self.resource} "{name}"' if name else self.resource
+            raise ApiError(403, "Forbidden", f"{who} is forbidden: "
+                           + FORBIDDEN_MSG.format(self.user, verb, self.PLURAL, self.GROUP, ns),
+                           name=name, group=self.GROUP, kind=self.PLURAL)
+        for unsupported in ("dryRun", "watch"):
+            if unsupported in query:
+                raise bad_request(f"FAKE Kubernetes API: {unsupported} is not implemented")
+        if method in ("POST", "PUT") and (body or {}).get("apiVersion") != self.api_version:  # handlers/create.go, update.go
+            raise bad_request(f"the API version in the data ({(body or {}).get('apiVersion', '')}) does not match the "
+                              f"expected API version ({self.api_version})")
+        if method == "GET" and not name:
+            terms = [term.replace("==", "=") for term in query.get("labelSelector", "").split(",") if term]
+            if any("=" not in term or "!=" in term for term in terms):
+                raise bad_request("FAKE Kubernetes API: only equality label selectors (k=v,...) are implemented")
+            wanted = dict(term.split("=", 1) for term in terms)
+            items = [self._read(n, i) for n, i in sorted(self.objects) if n == ns]
+            return {"apiVersion": self.api_version, "kind": f"{self.KIND}List", "metadata": {"resourceVersion": str(self.resource_version)},
+                    "items": [o for o in items if all(o["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]}
+        if method == "POST":
+            return self._create(ns, body)
+        if method == "GET":
+            return self._read(ns, name)
+        old = self._get(ns, name)  # PUT / PATCH / DELETE of a missing object: 404 (no create-on-update for CRs)
+        if method == "PUT":
+            return self._update(ns, name, body, old)
+        if method == "DELETE":
+            del self.objects[(ns, name)]
+            self._deleted(ns, name)
+            if not old["metadata"].get("finalizers"):
+                return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": name, "group": self.GROUP, "kind": self.PLURAL, "uid": old["metadata"]["uid"]}}
+            self.resource_version += 1  # marked for deletion, then KServe drops its finalizer and the object is gone
+            old["metadata"].update(deletionTimestamp=now(), deletionGracePeriodSeconds=0, resourceVersion=str(self.resource_version))
+            return old
+        if content_type not in PATCH_TYPES[:2]:  # CRDs: no strategic merge patch (customresource_handler.go)
+            if content_type == PATCH_TYPES[2]:
+                raise bad_request("FAKE Kubernetes API: server-side apply is not implemented")
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                           "media types include: " + ", ".join(PATCH_TYPES))
+        if content_type == PATCH_TYPES[1] and not isinstance(body, dict):  # MergePatch returns the non-object itself
+            json_type = {"list": "array", "str": "string", "int": "number", "float": "number"}.get(type(body).__name__, "bool")
+            why = f"json: cannot unmarshal {json_type} into Go value of type map[string]interface {{}}"
+            raise invalid("", [("FieldValueInvalid", "patch", f"Invalid value: {json.dumps(json.dumps(body))}: {why}")], kind="", group="")
+        if content_type == PATCH_TYPES[0] and not isinstance(body, list):  # jsonpatch.DecodePatch fails: 400
+            raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+        if content_type == PATCH_TYPES[1]:
+            return self._update(ns, name, merge_patch(old, body), old)
+        import jsonpatch  # RFC 6902 in full; installed with moto[server] (through cfn-lint)
+
+        try:
+            new = jsonpatch.apply_patch(old, body)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as err:  # patch.go: Apply fails, 422
+            raise ApiError(422, "Invalid", "the server rejected our request due to an error in our request") from err
+        return self._update(ns, name, new, old)
+
+    def _routes(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        async def route(path: str, request: Request):
+            raw = (await request.body()).decode()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+            content_type = (request.headers.get("content-type") or "").split(";")[0].strip()
+            self.requests.append({"method": request.method, "path": "/" + path, "query": dict(request.query_params),
+                                  "content_type": content_type, "body": body})
+            match = re.fullmatch(f"apis/{self.GROUP}/{self.VERSION}/namespaces/([^/]+)/{self.PLURAL}(?:/([^/]+))?", path)
+            try:
+                if request.headers.get("authorization") != f"Bearer {self.token}":  # filters/authentication.go
+                    raise ApiError(401, "Unauthorized", "Unauthorized")
+                if not match and (extra := self._extra_route(request.method, path, request.query_params)) is not None:
+                    return extra
+                if not match or request.method not in (("GET", "PUT", "PATCH", "DELETE") if match.group(2) else ("GET", "POST")):
+                    raise ApiError(404, "NotFound", "the server could not find the requested resource "
+                                   f"(FAKE Kubernetes API: {request.method} /{path} is not served)")
+                if isinstance(body, str):
+                    raise bad_request(f"the object provided is unrecognized: {body[:80]!r} is not JSON")
+                with self._lock:
+                    result = self._handle(request.method, match.group(1), match.group(2) or "", request.query_params,
+                                          content_type, copy.deepcopy(body))
+                return JSONResponse(result, status_code=201 if request.method == "POST" else 200)
+            except ApiError as err:
+                return JSONResponse(err.body, status_code=err.code)
+
+        return app
+
+    def serve(self, port: int):
+        from conftest import serve_app
+
+        return serve_app(self.app, port)
+
+
+class FakeKubernetesApi(FakeCustomResourceApi):
+    """InferenceServices, with the FAKE KServe controller (module docstring)."""
+
+    GROUP, VERSION, PLURAL, KIND = "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
+
+    def __init__(self, namespaces=("default",), token: str = "fake-token", ready_after: int = 2,
+                 user: str = "system:serviceaccount:default:f2llm-deployer", allowed: set | None = None):
+        super().__init__(namespaces, token, user, allowed)
+        self.ready_after = ready_after
+        self.failures: list[tuple[str, str, str]] = []  # (storageUri prefix, reason, message)
+        self._reads: dict[tuple[str, str], int] = {}  # reads since the last spec change, while rolling out
+        self._revisions: dict[tuple[str, str], tuple[dict, int]] = {}  # Knative: template -> revision number
+
+    def fail_storage(self, prefix: str, reason: str = "ModelLoadFailed",
+                     message: str = "the storage initializer could not download the model") -> None:
+        """Rollouts of a spec.predictor.model.storageUri starting with prefix fail and never become ready."""
+        self.failures.append((prefix, reason, message))
+
+    def _schema_errors(self, obj: dict) -> list[tuple[str, str, str]]:
+        if not isinstance((obj.get("spec") or {}).get("predictor"), dict):  # CRD schema: spec.required: [predictor]
+            return [("FieldValueRequired", "spec.predictor", "Required value")]
+        return []
+
+    def _admit(self, obj: dict, name: str) -> None:
+        if not re.fullmatch(ISVC_NAME, name):  # KServe's validating webhook
+            raise ApiError(403, "Forbidden", WEBHOOK_MSG.format(name))
+
     def _conditions(self, status: dict, state: str, reason: str = "", message: str = "", ingress: str = "") -> list:
         before = {c["type"]: c for c in status.get("conditions", [])}
         out = []
@@ -269,96 +422,5 @@ class FakeKubernetesApi:
                 self._settle(ns, name)
         return self._get(ns, name)
 
-    # -- HTTP ---------------------------------------------------------------------------------------
-    def _handle(self, method: str, ns: str, name: str, query, content_type: str, body):
-        verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-        if self.allowed is not None and (ns, verb) not in self.allowed:  # RBAC; responsewriters.ForbiddenStatusError
-            who = f'{RESOURCE} "{name}"' if name else RESOURCE
-            raise ApiError(403, "Forbidden", f"{who} is forbidden: " + FORBIDDEN_MSG.format(self.user, verb, ns),
-                           name=name, group=GROUP, kind=PLURAL)
-        for unsupported in ("dryRun", "watch"):
-            if unsupported in query:
-                raise bad_request(f"FAKE Kubernetes API: {unsupported} is not implemented")
-        if method in ("POST", "PUT") and (body or {}).get("apiVersion") != API_VERSION:  # handlers/create.go, update.go
-            raise bad_request(f"the API version in the data ({(body or {}).get('apiVersion', '')}) does not match the "
-                              f"expected API version ({API_VERSION})")
-        if method == "GET" and not name:
-            terms = [term.replace("==", "=") for term in query.get("labelSelector", "").split(",") if term]
-            if any("=" not in term or "!=" in term for term in terms):
-                raise bad_request("FAKE Kubernetes API: only equality label selectors (k=v,...) are implemented")
-            wanted = dict(term.split("=", 1) for term in terms)
-            items = [self._read(n, i) for n, i in sorted(self.objects) if n == ns]
-            return {"apiVersion": API_VERSION, "kind": f"{KIND}List", "metadata": {"resourceVersion": str(self.resource_version)},
-                    "items": [o for o in items if all(o["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]}
-        if method == "POST":
-            return self._create(ns, body)
-        if method == "GET":
-            return self._read(ns, name)
-        old = self._get(ns, name)  # PUT / PATCH / DELETE of a missing object: 404 (no create-on-update for CRs)
-        if method == "PUT":
-            return self._update(ns, name, body, old)
-        if method == "DELETE":
-            del self.objects[(ns, name)]
-            self._reads.pop((ns, name), None)
-            if not old["metadata"].get("finalizers"):
-                return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                        "details": {"name": name, "group": GROUP, "kind": PLURAL, "uid": old["metadata"]["uid"]}}
-            self.resource_version += 1  # marked for deletion, then KServe drops its finalizer and the object is gone
-            old["metadata"].update(deletionTimestamp=now(), deletionGracePeriodSeconds=0, resourceVersion=str(self.resource_version))
-            return old
-        if content_type not in PATCH_TYPES[:2]:  # CRDs: no strategic merge patch (customresource_handler.go)
-            if content_type == PATCH_TYPES[2]:
-                raise bad_request("FAKE Kubernetes API: server-side apply is not implemented")
-            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
-                           "media types include: " + ", ".join(PATCH_TYPES))
-        if content_type == PATCH_TYPES[1] and not isinstance(body, dict):  # MergePatch returns the non-object itself
-            json_type = {"list": "array", "str": "string", "int": "number", "float": "number"}.get(type(body).__name__, "bool")
-            why = f"json: cannot unmarshal {json_type} into Go value of type map[string]interface {{}}"
-            raise invalid("", [("FieldValueInvalid", "patch", f"Invalid value: {json.dumps(json.dumps(body))}: {why}")], kind="")
-        if content_type == PATCH_TYPES[0] and not isinstance(body, list):  # jsonpatch.DecodePatch fails: 400
-            raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
-        if content_type == PATCH_TYPES[1]:
-            return self._update(ns, name, merge_patch(old, body), old)
-        import jsonpatch  # RFC 6902 in full; installed with moto[server] (through cfn-lint)
-
-        try:
-            new = jsonpatch.apply_patch(old, body)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as err:  # patch.go: Apply fails, 422
-            raise ApiError(422, "Invalid", "the server rejected our request due to an error in our request") from err
-        return self._update(ns, name, new, old)
-
-    def _routes(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-        async def route(path: str, request: Request):
-            raw = (await request.body()).decode()
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
-            content_type = (request.headers.get("content-type") or "").split(";")[0].strip()
-            self.requests.append({"method": request.method, "path": "/" + path, "query": dict(request.query_params),
-                                  "content_type": content_type, "body": body})
-            match = re.fullmatch(f"apis/{GROUP}/{VERSION}/namespaces/([^/]+)/{PLURAL}(?:/([^/]+))?", path)
-            try:
-                if request.headers.get("authorization") != f"Bearer {self.token}":  # filters/authentication.go
-                    raise ApiError(401, "Unauthorized", "Unauthorized")
-                if not match or request.method not in (("GET", "PUT", "PATCH", "DELETE") if match.group(2) else ("GET", "POST")):
-                    raise ApiError(404, "NotFound", "the server could not find the requested resource "
-                                   f"(FAKE Kubernetes API: {request.method} /{path} is not served)")
-                if isinstance(body, str):
-                    raise bad_request(f"the object provided is unrecognized: {body[:80]!r} is not JSON")
-                with self._lock:
-                    result = self._handle(request.method, match.group(1), match.group(2) or "", request.query_params,
-                                          content_type, copy.deepcopy(body))
-                return JSONResponse(result, status_code=201 if request.method == "POST" else 200)
-            except ApiError as err:
-                return JSONResponse(err.body, status_code=err.code)
-
-        return app
-
-    def serve(self, port: int):
-        from conftest import serve_app
-
-        return serve_app(self.app, port)
+    def _deleted(self, ns: str, name: str) -> None:
+        self._reads.pop((ns, name), None)

@@ -14,10 +14,8 @@ run with the service's conditions in the message.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
@@ -25,7 +23,6 @@ from f2llm.config import DeployConfig
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MODEL_FORMAT = "f2llm-embedding"  # what the chart's ServingRuntimes declare
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class GateFailed(RuntimeError):
@@ -62,27 +59,6 @@ def inference_service(cfg: DeployConfig, storage_uri: str, namespace: str) -> di
         "metadata": {"name": cfg.name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "f2llm"}},
         "spec": {"predictor": predictor},
     }
-
-
-def current_namespace() -> str:
-    """The namespace this pod runs in (its service account's), else the kubeconfig context's."""
-    if SA_NAMESPACE.exists():
-        return SA_NAMESPACE.read_text().strip()
-    from kubernetes import config
-
-    _, context = config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG"))
-    return context["context"].get("namespace", "default")
-
-
-def load_api():
-    """CustomObjectsApi from the pod's service account in a cluster, else from KUBECONFIG."""
-    from kubernetes import client, config
-
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-    else:  # the client reads KUBECONFIG once, at import: read it now
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    return client.CustomObjectsApi()
 
 
 @dataclass
