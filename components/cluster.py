@@ -21,16 +21,18 @@ STEP_KINDS = {
 }
 
 
-def apply_cluster(task: PipelineTask, kind: str, cluster: ClusterConfig) -> PipelineTask:
+def apply_cluster(task: PipelineTask, kind: str, cluster: ClusterConfig, gpus: int | None = None) -> PipelineTask:
+    """`kind`'s image and resources on `task`; `gpus` instead of the kind's count (training steps)."""
     res = cluster.resources[kind]
+    gpus = res.gpus if gpus is None else gpus
     task.set_container_image(cluster.images[kind])
     task.set_cpu_request(res.cpu).set_memory_request(res.memory)
     if res.cpu_limit:
         task.set_cpu_limit(res.cpu_limit)
     if res.memory_limit:
         task.set_memory_limit(res.memory_limit)
-    if res.gpus:  # GPU nodes: selected and tolerated wherever GPUs are asked for
-        task.set_accelerator_type(res.accelerator).set_accelerator_limit(res.gpus)
+    if gpus:  # GPU nodes: selected and tolerated wherever GPUs are asked for
+        task.set_accelerator_type(res.accelerator).set_accelerator_limit(gpus)
         for key, value in cluster.gpu_node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         for t in cluster.gpu_tolerations:

@@ -10,7 +10,7 @@ teacher in one per-language table, and each exported.
                                    evaluate-family (teacher + every student) -> export (teacher)
 """
 
-from f2llm.components.pipeline import FRONT_STAGES, data_and_teacher, stage_namer
+from f2llm.components.pipeline import FRONT_STAGES, StageNamer, data_and_teacher
 from f2llm.components.stages import (
     evaluate_family_op,
     export_op,
@@ -26,7 +26,7 @@ STAGES = FRONT_STAGES + ("family-students", "prune", "train-student", "export-st
 
 
 def build_family_pipeline(cluster: ClusterConfig | None = None):
-    on_cluster = stage_namer(cluster)
+    on_cluster = StageNamer(cluster)
 
     @dsl.pipeline(name="f2llm-v2-family", description="F2LLM-v2: a teacher and its pruned, distilled students")
     def f2llm_family(config_json: str):
@@ -37,9 +37,9 @@ def build_family_pipeline(cluster: ClusterConfig | None = None):
             pruned = on_cluster(prune_op(
                 config_json=config_json, student=student, init_model=teacher_stage1, accepted=accepted,
             ), "prune")
-            trained = on_cluster(train_student_op(
+            trained = on_cluster.on_train_node(train_student_op(  # students fit a node (DDP): `f2llm plan`
                 config_json=config_json, student=student, dataset=front.prepare.outputs["dataset"],
-                init_model=pruned.outputs["model"], teacher_model=teacher,
+                init_model=pruned.outputs["model"], teacher_model=teacher, processes=on_cluster.processes,
             ), "train-student")
             on_cluster(export_student_op(
                 config_json=config_json, student=student, trained_model=trained.outputs["model"],

@@ -17,6 +17,7 @@ from f2llm.components.stages import (
     merge_validation_op,
     mine_op,
     prepare_op,
+    train_job_op,
     train_op,
     validate_language_op,
 )
@@ -32,16 +33,37 @@ FRONT_STAGES = (  # `data_and_teacher`: every pipeline starts with these
 STAGES = FRONT_STAGES + ("evaluate", "export")  # and "deploy" when the config has `deploy:`
 
 
-def stage_namer(cluster: ClusterConfig | None):
+class StageNamer:
     """task, step -> the task named `step`, with `cluster`'s settings for its kind, or none (a local
     run: kfp.local would apply their env vars here). The data flow is the same either way."""
 
-    def on_cluster(task, step: str):
-        if cluster is not None:
-            apply_cluster(task, STEP_KINDS[step], cluster)
+    def __init__(self, cluster: ClusterConfig | None):
+        self.cluster = cluster
+
+    def __call__(self, task: PipelineTask, step: str, kind: str | None = None, gpus: int | None = None) -> PipelineTask:
+        if self.cluster is not None:
+            apply_cluster(task, kind or STEP_KINDS[step], self.cluster, gpus)
         return task.set_display_name(step)
 
-    return on_cluster
+    def train(self, step: str, config_json, stage: int, dataset, init_model) -> PipelineTask:
+        """A training step: in its pod (torchrun with a process a GPU when it has several), or with
+        `cluster.train.nodes` > 1 a TrainJob that a light step (data kind: no GPU) creates and follows."""
+        cluster = self.cluster
+        if cluster is not None and cluster.train.nodes > 1:
+            task = train_job_op(config_json=config_json, stage=stage, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                dataset=dataset, init_model=init_model)
+            return self(task, step, kind="data")
+        task = train_op(config_json=config_json, stage=stage, dataset=dataset, init_model=init_model,
+                        processes=self.processes)
+        return self.on_train_node(task, step)
+
+    @property
+    def processes(self) -> int:
+        """torchrun processes of a one-node training step: its GPUs (1 locally and on CPUs)."""
+        return self.cluster.train_gpus if self.cluster is not None else 1
+
+    def on_train_node(self, task: PipelineTask, step: str) -> PipelineTask:
+        return self(task, step, gpus=self.cluster.train.gpus_per_node if self.cluster is not None else None)
 
 
 @dataclass
@@ -56,7 +78,7 @@ class Front:
     stage2: PipelineTask
 
 
-def data_and_teacher(config_json, on_cluster) -> Front:
+def data_and_teacher(config_json, on_cluster: StageNamer) -> Front:
     """ingest -> validate (a task per group of languages) -> merge -> mine -> base model -> prepare -> stage 1
     -> stage 2, inside a pipeline function."""
     ingest = on_cluster(ingest_op(config_json=config_json), "ingest")
@@ -77,19 +99,15 @@ def data_and_teacher(config_json, on_cluster) -> Front:
     prepare = on_cluster(prepare_op(
         config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
     ), "prepare")
-    stage1 = on_cluster(train_op(
-        config_json=config_json, stage=1, dataset=prepare.outputs["dataset"], init_model=base.outputs["model"]
-    ), "train-stage-1")
-    stage2 = on_cluster(train_op(
-        config_json=config_json, stage=2, dataset=prepare.outputs["dataset"], init_model=stage1.outputs["model"]
-    ), "train-stage-2")
+    stage1 = on_cluster.train("train-stage-1", config_json, 1, prepare.outputs["dataset"], base.outputs["model"])
+    stage2 = on_cluster.train("train-stage-2", config_json, 2, prepare.outputs["dataset"], stage1.outputs["model"])
     return Front(validation, accepted, base, prepare, stage1, stage2)
 
 
 def build_pipeline(cluster: ClusterConfig | None = None, deploy: bool = False):
     """The single-model pipeline: the front, then evaluation against the base model and export,
     and with `deploy` the quality gate and the InferenceService."""
-    on_cluster = stage_namer(cluster)
+    on_cluster = StageNamer(cluster)
 
     @dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
     def f2llm_pipeline(config_json: str):

@@ -51,8 +51,11 @@ def test_default_cluster_settings_reach_every_task(tmp_path):
         assert k8s["pvcMount"][0]["mountPath"] == "/cache" and k8s["imagePullPolicy"] == "IfNotPresent"
         assert k8s["pvcMount"][0]["pvcNameParameter"]["runtimeValue"]["constant"] == "team-model-cache"
         if kind == "gpu":
-            assert container["resources"]["accelerator"]["resourceCount"] == "1"
+            training = step.startswith("train-")  # a node of the recipe's layout: 8 GPUs, torchrun with 8 processes
+            assert container["resources"]["accelerator"]["resourceCount"] == ("8" if training else "1"), step
             assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+            if training:
+                assert task["inputs"]["parameters"]["processes"]["runtimeValue"]["constant"] == 8
             assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
             assert k8s["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
         else:

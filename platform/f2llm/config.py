@@ -159,6 +159,23 @@ class Toleration(_Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
+class TrainClusterConfig(_Strict):
+    """How the training steps run on a cluster (`f2llm plan SIZE` says what a size needs).
+
+    One node: the step's pod gets `gpus_per_node` GPUs and runs torchrun there, a process a GPU.
+    More than one: the step creates a Kubeflow Trainer TrainJob (`f2llm.cluster.trainjob`) of
+    `nodes` x `gpus_per_node` GPUs on the ClusterTrainingRuntime `runtime`, follows it to Complete
+    or Failed and hands its model on. Trainer is a prerequisite of the cluster, like KFP and KServe.
+    """
+
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int | None = Field(None, ge=1)  # None: the gpu kind's `gpus` (resources.gpu)
+    runtime: str = "torch-distributed"  # a ClusterTrainingRuntime that Kubeflow Trainer installs
+    timeout_s: float = Field(7 * 24 * 3600, gt=0)  # a TrainJob not Complete by then fails the step (and is deleted)
+    poll_s: float = Field(30, gt=0)
+    log_lines: int = Field(50, ge=1)  # of node 0's log, shown when a TrainJob fails
+
+
 class ClusterConfig(_Strict):
     """What the compiled pipeline asks of a cluster. The local run (kfp.local) ignores all of it.
 
@@ -193,6 +210,12 @@ class ClusterConfig(_Strict):
     cache_mount: str = "/cache"
     caching: bool = True
     retries: int = Field(1, ge=0)
+    train: TrainClusterConfig = TrainClusterConfig()
+
+    @property
+    def train_gpus(self) -> int:
+        """GPUs a training node gets: torchrun processes a node (1 on the CPU-only demo)."""
+        return self.train.gpus_per_node or max(1, self.resources["gpu"].gpus)
 
 
 def _dns(v: str) -> str:

@@ -57,11 +57,27 @@ def _run_name(size: str) -> str:
 FAMILY = "family"  # the 0.6B run with the three pruned sizes as its students
 
 
-def _stage(r: SizeRecipe):
+GPUS_PER_NODE, GPU_MEMORY_GB = 8, 80  # the recipe's nodes (8 GPUs); H100 80 GB for the layout
+
+
+def _stage(r: SizeRecipe, micro_batches: int = 1):
     from f2llm.config import StageConfig
 
     # Both stages use the table's lr and epochs (the recipe gives one value per size; inferred).
-    return StageConfig(epochs=r.epochs, lr=r.lr, batch_size=r.global_batch, warmup_steps=500)
+    return StageConfig(epochs=r.epochs, lr=r.lr, batch_size=r.global_batch, warmup_steps=500,
+                       grad_accumulation=micro_batches)
+
+
+def _layout(size: str):
+    """`f2llm plan`'s layout of a size on the recipe's nodes: (TrainConfig fields, ClusterConfig, micro-batches)."""
+    from f2llm.config import ClusterConfig, TrainClusterConfig
+    from f2llm.train.plan import fit, layout
+
+    strategy, gpus, nodes = layout(size, GPU_MEMORY_GB, GPUS_PER_NODE)
+    micro = fit(size, strategy, gpus, GPU_MEMORY_GB).micro_batches
+    train = {"strategy": "ddp" if strategy == "DDP" else "fsdp", "cpu_offload": strategy == "FSDP + offload"}
+    cluster = ClusterConfig(train=TrainClusterConfig(gpus_per_node=min(gpus, GPUS_PER_NODE), nodes=nodes))
+    return train, cluster, micro
 
 
 def student(size: str):
@@ -73,7 +89,8 @@ def student(size: str):
 
 
 def run_config(size: str, store: str = "s3://f2llm"):
-    """A ready-made RunConfig for one size (or `family`): the table's lr, epochs, global batch, teacher.
+    """A ready-made RunConfig for one size (or `family`): the table's lr, epochs, global batch, teacher,
+    and `f2llm plan`'s layout on 8-GPU nodes of 80 GB (strategy, GradCache micro-batches, GPUs, nodes).
 
     Layout in the store: data under `{store}/data/f2llm-v2`, Qwen3 base weights under
     `{store}/models/Qwen3-{size}`, each run's model at `{store}/runs/{run name}/model` (a teacher is
@@ -98,16 +115,18 @@ def run_config(size: str, store: str = "s3://f2llm"):
             "name": name, "output_uri": f"{store}/runs/{name}", "family": FamilyConfig(students=[student(s) for s in sizes]),
         })
     r = RECIPES[size]
+    strategy, cluster, micro = _layout(size)
     return RunConfig(
         name=_run_name(size),
         data=DataConfig(uri=f"{store}/data/f2llm-v2"),
         model=ModelConfig(base=f"{store}/models/Qwen3-{size}", max_length=1024),
         train=TrainConfig(
-            stage1=_stage(r), stage2=_stage(r), gradient_checkpointing=True,
-            teacher=f"{store}/runs/{_run_name(r.teacher)}/model" if r.teacher else None,
+            stage1=_stage(r, micro), stage2=_stage(r, micro), gradient_checkpointing=True,
+            teacher=f"{store}/runs/{_run_name(r.teacher)}/model" if r.teacher else None, **strategy,
         ),
         eval=EvalConfig(max_length=8192),  # recipe: training at 1024 tokens, evaluation at 8192
         output_uri=f"{store}/runs/{_run_name(size)}",
+        cluster=cluster,
     )
 
 
