@@ -34,6 +34,7 @@ VALUE_SETS = {
     "gpu": {
         "kfp": {"gpus": 1}, "kserve": {"predictor": {"gpu": 1}, "vllm": {"enabled": True}},
     },
+    "multi-node": {"kfp": {"gpus": 1, "train": {"nodes": 2, "gpusPerNode": 8}}},
     "multi-user": {
         "kfp": {"multiUser": True, "namespace": "team-a", "modelCache": {"enabled": True}},
         "kserve": {"vllm": {"enabled": True, "gpu": 0}},
@@ -196,6 +197,39 @@ def test_the_registered_run_config_compiles_for_the_cluster(rendered, tmp_path):
     accounts = {o["metadata"]["name"] for o in find(objects, "ServiceAccount")}
     runtimes = {o["metadata"]["name"] for o in find(objects, "ServingRuntime")}
     assert cfg.deploy.service_account in accounts and cfg.deploy.runtime in runtimes
+
+
+def test_training_on_many_nodes_is_granted_and_compiled(rendered, tmp_path):
+    """The run's service account may create, follow, delete TrainJobs and read their pods' logs in the
+    runs' namespace (nothing of Trainer itself is installed); `kfp.train` reaches the run config, and
+    with nodes > 1 the training steps are TrainJob launchers asking for no GPU of their own."""
+    from f2llm.components.pipeline import compile_pipeline
+
+    name, objects = rendered
+    runs = runs_namespace(VALUE_SETS[name])
+    role = find(objects, "Role", "f2llm-train")[0]
+    assert role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
+                              "verbs": ["get", "list", "watch", "create", "delete"]},
+                             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]
+    binding = find(objects, "RoleBinding", "f2llm-train")[0]
+    assert binding["subjects"] == find(objects, "RoleBinding", "f2llm-deploy")[0]["subjects"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == runs
+    assert not [o for o in objects if o["kind"] in ("CustomResourceDefinition", "ClusterTrainingRuntime")]
+    cfg = run_config(objects)
+    if cfg is None:
+        return
+    train = VALUE_SETS[name].get("kfp", {}).get("train", {})
+    assert (cfg.cluster.train.nodes, cfg.cluster.train.gpus_per_node) == (train.get("nodes", 1), train.get("gpusPerNode"))
+    spec = next(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    nodes, gpus = train.get("nodes", 1), VALUE_SETS[name].get("kfp", {}).get("gpus", 0)
+    for step in ("train-stage-1", "train-stage-2"):
+        task = next(t for t in tasks.values() if t["taskInfo"]["name"] == step)
+        component = spec["components"][task["componentRef"]["name"]]
+        container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+        assert task["componentRef"]["name"].rstrip("-0123456789") == ("comp-train-job-op" if nodes > 1 else "comp-train-op")
+        assert ("accelerator" in container["resources"]) == (nodes == 1 and gpus > 0), step
 
 
 def test_default_install_registers_the_cluster_demo():
