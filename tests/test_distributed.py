@@ -66,32 +66,30 @@ def test_gather_keeps_gradients_to_remote_positives(tmp_path):
 
 
 @pytest.mark.parametrize("strategy,micro", [("ddp", 1), ("fsdp", 1), ("fsdp", 4)])
-def test_two_ranks_match_one_process(tmp_path, sample_rows, tiny_model_dir, strategy, micro):
+def test_two_ranks_match_one_process(tmp_path, sample_rows, tiny_model_dir, monkeypatch, strategy, micro):
     """DDP (replicas, gradients all-reduced) and FSDP2 (shards, gradients reduce-scattered; with
     GradCache micro-batches too, a rank's empty chunks still calling the backbone) at 2 ranks give
-    the weights of one process over the same global batches."""
+    the weights of one process over the same global batches. Launched as the training step does
+    (`run_stage`: in-process, or torchrun --standalone with a process a GPU, rank 0's summary back)."""
+    from f2llm.train.launch import run_stage
+
     rows = sample_rows[sample_rows["language"].isin(["swa", "jpn", "amh"])]
     prepare(rows, AutoTokenizer.from_pretrained(tiny_model_dir), DataConfig(uri="unused"), 64, tmp_path / "data")
     stage = StageConfig(epochs=2, lr=1e-3, batch_size=7, warmup_ratio=0.1, grad_accumulation=micro)
     cfg = TrainConfig(stage1=None, stage2=stage, strategy=strategy)
-
-    def args(name):
-        return ["-m", "f2llm.train", "--init", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--stage", "2",
-                "--train-config", cfg.model_dump_json(), "--max-length", "64",
-                "--out", str(tmp_path / name / "model"), "--log-file", str(tmp_path / name / "log.jsonl")]
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "env": env, "timeout": 600}
-    one = subprocess.run([sys.executable, *args("one")], **quiet)
-    assert one.returncode == 0, one.stderr.decode()[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_port()), *args("two")], **quiet)
-    assert two.returncode == 0, two.stderr.decode()[-2000:]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    summaries = {name: run_stage(tiny_model_dir, tmp_path / "data", 2, cfg, 64, tmp_path / name / "model",
+                                 tmp_path / name / "log.jsonl", processes=processes)
+                 for name, processes in (("one", 1), ("two", 2))}
+    assert (summaries["one"]["world_size"], summaries["two"]["world_size"]) == (1, 2)
     a = load_file(tmp_path / "one" / "model" / "model.safetensors")
     b = load_file(tmp_path / "two" / "model" / "model.safetensors")
     steps = (tmp_path / "one" / "log.jsonl").read_text().count("\n")
-    assert steps == (tmp_path / "two" / "log.jsonl").read_text().count("\n") > 0
+    assert steps == (tmp_path / "two" / "log.jsonl").read_text().count("\n") == summaries["two"]["steps"] > 0
     assert_same_training(b, a, lr=cfg.stage2.lr, steps=steps)
+    if strategy == "fsdp":  # each rank holds half of the weights, gradients and AdamW moments
+        assert abs(summaries["two"]["state_bytes"] / summaries["one"]["state_bytes"] - 0.5) < 0.01
+
 
 def test_cpu_offload_needs_fsdp():
     with pytest.raises(ValueError, match="cpu_offload needs"):
