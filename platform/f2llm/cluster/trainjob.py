@@ -174,7 +174,15 @@ def run_train_job(cfg: RunConfig, stage: int, run_id: str, namespace: str, init_
     else:
         storage.upload_dir(init_dir, storage.join(staging, "init"))
         storage.upload_dir(data_dir, storage.join(staging, "data"))
-        obj = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, train_job(cfg, stage, name, namespace))
+        body = train_job(cfg, stage, name, namespace)
+        for attempt in range(10):
+            try:
+                obj = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+                break
+            except ApiException as error:  # the replaced job may take a moment to be gone
+                if error.status != 409 or attempt == 9:
+                    raise
+                sleep(train.poll_s)
         print(f"TrainJob {namespace}/{name} created: {train.nodes} nodes x {obj['spec']['trainer']['numProcPerNode']} "
               f"processes on runtime {train.runtime}")
     seen = None
