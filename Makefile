@@ -43,6 +43,7 @@ bench: $(STAMP) $(VLLM_STAMP)  ## benchmarks; JSON results with machine info in 
 	$(BIN)/python benchmarks/bench_validation.py
 	$(BIN)/python benchmarks/bench_mining.py
 	$(BIN)/python benchmarks/bench_trainer.py
+	$(BIN)/python benchmarks/bench_fsdp.py
 	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_prune.py
 	$(BIN)/python benchmarks/bench_family_kd.py
