@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 from f2llm import storage
 from f2llm.config import TrainConfig
 
-INPUT_CACHE = Path(tempfile.gettempdir()) / "f2llm-inputs"  # one copy a node, shared by its ranks
+INPUT_CACHE = Path(tempfile.gettempdir()) / "f2llm-inputs"  # one copy a node and launch, shared by its ranks
 
 
 def stage_args(init: str, data: str, stage: int, cfg: TrainConfig, max_length: int, out: str, log: str,
@@ -60,7 +61,14 @@ def _is_local(uri: str) -> bool:
     return storage.parse_uri(uri).scheme == "file"
 
 
-def fetch_once(uri: str, cache: Path = INPUT_CACHE) -> Path:
+def _launch_cache(cache: Path = INPUT_CACHE) -> Path:
+    """This launch's download folder on this node: the ranks of one torchrun agent (their parent)
+    share it; another launch, even of the same URIs, downloads afresh (the store may have changed)."""
+    owner = os.getppid() if "LOCAL_RANK" in os.environ else os.getpid()
+    return cache / f"launch-{owner}"
+
+
+def fetch_once(uri: str, cache: Path) -> Path:
     """A local directory holding `uri`: the path itself when local, else one download a node
     (the first rank to take the lock downloads, the others find it complete)."""
     if _is_local(uri):
@@ -98,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         log = args.log_file if _is_local(args.log_file) else Path(tmp) / "log.jsonl"
         if log != args.log_file and storage.exists(args.log_file):  # a resumed node keeps the steps logged so far
             Path(log).write_bytes(storage.read_bytes(args.log_file))
-        summary = train_stage(fetch_once(args.init), fetch_once(args.data), args.stage, cfg, args.max_length, out, log)
+        cache = _launch_cache()
+        init, data = fetch_once(args.init, cache), fetch_once(args.data, cache)
+        summary = train_stage(init, data, args.stage, cfg, args.max_length, out, log)  # ends with a barrier
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # every rank of the node is past reading its inputs
+            shutil.rmtree(cache, ignore_errors=True)
         if main_rank:
             if out != args.out:
                 storage.upload_dir(out, args.out)
