@@ -176,9 +176,9 @@ def train_job_op(
     model (published to the store by its rank 0) becomes this step's output."""
     import shutil
 
-    from f2llm.cluster.trainjob import run_train_job
+    from f2llm.train.trainjob import run_train_job
     from f2llm.config import RunConfig
-    from f2llm.cluster.kube import current_namespace
+    from f2llm.kube import current_namespace
 
     cfg = RunConfig.model_validate_json(config_json)
     if stage == 1 and cfg.train.stage1 is None:
@@ -258,7 +258,7 @@ def deploy_op(config_json: str, results: Input[Dataset], model: Input[Model], se
     """The quality gate, then the exported model on a KServe InferenceService, Ready or the run fails."""
     import pandas as pd
     from f2llm.config import RunConfig
-    from f2llm.cluster.kube import current_namespace, load_api
+    from f2llm.kube import current_namespace, load_api
     from f2llm.serve.deploy import check_gate, deploy
 
     cfg = RunConfig.model_validate_json(config_json)

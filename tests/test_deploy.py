@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from f2llm.config import DeployConfig
-from f2llm.cluster.kube import current_namespace, load_api
+from f2llm.kube import current_namespace, load_api
 from f2llm.serve.deploy import DeployFailed, GateFailed, check_gate, deploy, inference_service
 
 from conftest import free_port

@@ -9,7 +9,7 @@ LIB = ROOT / "platform" / "f2llm"
 
 # Lower concerns first; a module may import its own concern and anything below it.
 LAYERS = ["edge", "kernels", "model", "data", "train", "evaluation", "serve", "components", "cluster", "cli"]
-EDGE = {"config", "storage", "tasks"}  # the shared vocabulary at the top of the package
+EDGE = {"config", "storage", "kube", "tasks"}  # the shared vocabulary (and the store and Kubernetes clients) at the top of the package
 
 
 def concern(module: str) -> str:

@@ -7,7 +7,7 @@ from transformers import Qwen3Model
 
 from f2llm.cli import main
 from f2llm.model.recipes import RECIPES, qwen3_config
-from f2llm.train.plan import GB, activation_bytes, fit, layer_parameters, layout, parameters
+from f2llm.model.plan import GB, activation_bytes, fit, layer_parameters, layout, parameters
 
 
 def test_parameter_counts_match_the_recipe_and_transformers():

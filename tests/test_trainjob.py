@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from conftest import free_port
-from f2llm.cluster.kube import load_api, load_core_api
-from f2llm.cluster.trainjob import MAX_NAME, TrainJobFailed, job_name, run_train_job, train_job
+from f2llm.kube import load_api, load_core_api
+from f2llm.train.trainjob import MAX_NAME, TrainJobFailed, job_name, run_train_job, train_job
 from f2llm.config import (
     ClusterConfig,
     DataConfig,

@@ -119,7 +119,7 @@ def _plan(args, parser) -> int:
     from rich.table import Table
 
     from f2llm.model.recipes import RECIPES
-    from f2llm.train.plan import fit, layout, plan
+    from f2llm.model.plan import fit, layout, plan
 
     console = Console()
     if args.size == "all":

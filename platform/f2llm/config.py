@@ -163,7 +163,7 @@ class TrainClusterConfig(_Strict):
     """How the training steps run on a cluster (`f2llm plan SIZE` says what a size needs).
 
     One node: the step's pod gets `gpus_per_node` GPUs and runs torchrun there, a process a GPU.
-    More than one: the step creates a Kubeflow Trainer TrainJob (`f2llm.cluster.trainjob`) of
+    More than one: the step creates a Kubeflow Trainer TrainJob (`f2llm.train.trainjob`) of
     `nodes` x `gpus_per_node` GPUs on the ClusterTrainingRuntime `runtime`, follows it to Complete
     or Failed and hands its model on. Trainer is a prerequisite of the cluster, like KFP and KServe.
     """

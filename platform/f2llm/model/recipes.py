@@ -71,7 +71,7 @@ def _stage(r: SizeRecipe, micro_batches: int = 1):
 def _layout(size: str):
     """`f2llm plan`'s layout of a size on the recipe's nodes: (TrainConfig fields, ClusterConfig, micro-batches)."""
     from f2llm.config import ClusterConfig, TrainClusterConfig
-    from f2llm.train.plan import fit, layout
+    from f2llm.model.plan import fit, layout
 
     strategy, gpus, nodes = layout(size, GPU_MEMORY_GB, GPUS_PER_NODE)
     micro = fit(size, strategy, gpus, GPU_MEMORY_GB).micro_batches

@@ -5,7 +5,7 @@ Three ways a stage runs, one command line (`stage_args`):
 - in-process (`run_stage(processes=1)`): kfp.local, a one-GPU pod;
 - torchrun inside one pod (`run_stage(processes=N)`): `torchrun --standalone --nproc-per-node N`,
   a process a GPU, the summary read back from rank 0's `--summary` file;
-- many nodes (`f2llm.cluster.trainjob`): a Kubeflow Trainer TrainJob runs `torchrun -m
+- many nodes (`f2llm.train.trainjob`): a Kubeflow Trainer TrainJob runs `torchrun -m
   f2llm.train` on every node, its runtime giving torchrun the node count, rank and master
   address (PET_* variables). Nodes share no disk, so --init, --data, --out, --log-file and
   --summary may be store URIs: each node fetches the inputs once (the ranks of a node share one

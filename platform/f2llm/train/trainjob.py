@@ -151,7 +151,7 @@ def run_train_job(cfg: RunConfig, stage: int, run_id: str, namespace: str, init_
     """Stage the inputs, create (or adopt) the TrainJob, follow it, fetch its model and log (module docstring)."""
     from kubernetes.client.exceptions import ApiException
 
-    from f2llm.cluster.kube import load_api, load_core_api
+    from f2llm.kube import load_api, load_core_api
 
     api = api or load_api()
     core = core or load_core_api(api)
