@@ -151,15 +151,11 @@ def train_op(
     model: Output[Model], log: Output[Artifact], metrics: Output[Metrics], processes: int = 1,
 ):
     """One stage in this pod: in-process, or torchrun with `processes` ranks (one a GPU)."""
-    import shutil
-
     from f2llm.config import RunConfig
-    from f2llm.train.launch import run_stage
+    from f2llm.train.launch import passes_stage, run_stage
 
     cfg = RunConfig.model_validate_json(config_json)
-    if stage == 1 and cfg.train.stage1 is None:  # sizes below 0.6B start from a stage-1 model
-        shutil.copytree(init_model.path, model.path)
-        open(log.path, "w").close()
+    if passes_stage(cfg.train, stage, init_model.path, model.path, log.path):
         return
     summary = run_stage(init_model.path, dataset.path, stage, cfg.train, cfg.model.max_length, model.path, log.path,
                         processes=processes)
@@ -174,16 +170,13 @@ def train_job_op(
 ):
     """One stage on many nodes: a Kubeflow Trainer TrainJob, followed to Complete or Failed; its
     model (published to the store by its rank 0) becomes this step's output."""
-    import shutil
-
-    from f2llm.train.trainjob import run_train_job
     from f2llm.config import RunConfig
     from f2llm.kube import current_namespace
+    from f2llm.train.launch import passes_stage
+    from f2llm.train.trainjob import run_train_job
 
     cfg = RunConfig.model_validate_json(config_json)
-    if stage == 1 and cfg.train.stage1 is None:
-        shutil.copytree(init_model.path, model.path)
-        open(log.path, "w").close()
+    if passes_stage(cfg.train, stage, init_model.path, model.path, log.path):
         return
     result = run_train_job(cfg, stage, run_id, current_namespace(), init_model.path, dataset.path, model.path, log.path)
     for key in ("steps", "seconds", "loss", "samples_per_s"):

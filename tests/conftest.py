@@ -28,6 +28,19 @@ if not _has_gpu():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, as a pod's eviction does (torchrun starts
+    each rank in a session of its own, so killing its process group would leave the ranks running)."""
+    import contextlib
+
+    import psutil
+
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

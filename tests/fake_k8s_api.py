@@ -299,8 +299,11 @@ class FakeCustomResourceApi:
             try:
                 if request.headers.get("authorization") != f"Bearer {self.token}":  # filters/authentication.go
                     raise ApiError(401, "Unauthorized", "Unauthorized")
-                if not match and (extra := self._extra_route(request.method, path, request.query_params)) is not None:
-                    return extra
+                if not match:
+                    with self._lock:
+                        extra = self._extra_route(request.method, path, request.query_params)
+                    if extra is not None:
+                        return extra
                 if not match or request.method not in (("GET", "PUT", "PATCH", "DELETE") if match.group(2) else ("GET", "POST")):
                     raise ApiError(404, "NotFound", "the server could not find the requested resource "
                                    f"(FAKE Kubernetes API: {request.method} /{path} is not served)")

@@ -32,7 +32,6 @@ Kueue, suspend, deadlines or initializers; RBAC is checked for trainjobs, not fo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -44,9 +43,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from conftest import kill_process_tree
 from fake_k8s_api import ApiError, FakeCustomResourceApi, bad_request, now
 
 RFC1035 = r"[a-z]([-a-z0-9]*[a-z0-9])?"
@@ -212,14 +211,10 @@ class FakeTrainerApi(FakeCustomResourceApi):
 
     @staticmethod
     def _stop(job: Job) -> None:
-        """SIGKILL every process of the job's pods: each agent and its ranks (torchrun starts each
-        rank in a session of its own)."""
+        """SIGKILL every process of the job's pods: each agent and its ranks."""
         for node in job.nodes:
             if node.process is not None and node.process.poll() is None:
-                agent = psutil.Process(node.process.pid)
-                for process in [agent, *agent.children(recursive=True)]:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        process.kill()
+                kill_process_tree(node.process.pid)
                 node.process.wait()
 
     def _deleted(self, ns: str, name: str) -> None:

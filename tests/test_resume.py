@@ -8,7 +8,6 @@ import sys
 import time
 
 import pandas as pd
-import psutil
 import pytest
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
@@ -17,6 +16,7 @@ from f2llm import storage
 from f2llm.config import DataConfig, StageConfig, TrainConfig
 from f2llm.data.prepare import prepare
 
+from conftest import kill_process_tree
 from tolerance import assert_close_scaled, assert_same_training
 
 
@@ -32,15 +32,6 @@ def _run(args, ranks: int = 1):
               "--master_port", str(_port())] if ranks > 1 else []
     return subprocess.Popen([sys.executable, *launch, "-m", "f2llm.train", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def _kill_all(process: subprocess.Popen) -> None:
-    """SIGKILL a run's every process at once, as a pod's eviction does (torchrun starts each rank in
-    a session of its own, so killing its process group would leave the ranks running)."""
-    victims = [psutil.Process(process.pid)]
-    victims += victims[0].children(recursive=True)
-    for victim in victims:
-        victim.send_signal(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("strategy,ranks", [("ddp", 1), ("fsdp", 2)])
@@ -68,7 +59,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, sample_ro
         if storage.exists(f"{ckpt}/latest") and storage.read_text(f"{ckpt}/latest") >= "step-00000010":
             break
         time.sleep(0.2)
-    _kill_all(victim)
+    kill_process_tree(victim.pid)
     assert victim.wait(timeout=30) == -signal.SIGKILL
     assert not (tmp_path / "killed" / "model").exists()
 

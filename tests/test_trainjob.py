@@ -4,6 +4,7 @@ torchrun agents meeting on 127.0.0.1, it trains two nodes to one process's weigh
 retried step's job, fails clearly with node 0's log, and times out an unschedulable job."""
 
 import copy
+import re
 
 import pytest
 from kubeflow_trainer_api.models.trainer_v1alpha1_train_job import TrainerV1alpha1TrainJob
@@ -26,7 +27,7 @@ from f2llm.config import (
 from f2llm.data.prepare import prepare
 from f2llm.model.recipes import run_config
 from f2llm.train.trainer import train_stage
-from fake_trainer_api import FakeTrainerApi
+from fake_trainer_api import RFC1035, FakeTrainerApi
 
 from tolerance import assert_same_training
 
@@ -48,7 +49,8 @@ def test_the_14b_trainjob_validates_against_the_trainer_api():
     name = job_name(cfg.name, 2, "0b8c4e1e-5f0a-4a47-9d9e-1f8c5e0a9d21")
     obj = validated(train_job(cfg, 2, name, NS))
     trainer = obj["spec"]["trainer"]
-    assert len(name) <= MAX_NAME and obj["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    assert len(name) <= MAX_NAME and re.fullmatch(RFC1035, name)
+    assert obj["spec"]["runtimeRef"]["name"] == "torch-distributed"
     assert trainer["numNodes"] == 4 and trainer["numProcPerNode"] == 8
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     assert trainer["command"][:3] == ["torchrun", "-m", "f2llm.train"]  # the runtime's PET_* give torchrun the rest
@@ -163,7 +165,8 @@ def test_the_fake_refuses_what_trainer_refuses(trainer, s3_endpoint):
 
     bad = copy.deepcopy(good)
     bad["metadata"]["name"] = "9-starts-with-a-digit"
-    assert create(bad).status == 422 and "RFC 1035" in create(bad).body
+    refused = create(bad)
+    assert refused.status == 422 and "RFC 1035" in refused.body
     bad = copy.deepcopy(good)
     bad["spec"]["trainer"]["env"].append({"name": "PET_NNODES", "value": "3"})
     assert "reserved envs" in create(bad).body

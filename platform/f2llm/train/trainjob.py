@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,6 @@ GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", 
 NODE = "node"  # the runtime's replicated job and its trainer container
 # JobSet names pods "<trainjob>-node-0-<index>-xxxxx", a 63-character label: 48 are left for the name.
 MAX_NAME = 48
-NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # the TrainJob CRD's rule (RFC 1035 label)
 
 
 class TrainJobFailed(RuntimeError):
@@ -85,7 +83,7 @@ def train_job(cfg: RunConfig, stage: int, name: str, namespace: str) -> dict:
         "runtimeRef": {"name": cluster.train.runtime, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
         "trainer": {
             "image": cluster.images["gpu"], "command": ["torchrun", "-m", "f2llm.train", *args], "env": env,
-            "numNodes": cluster.train.nodes, "numProcPerNode": max(1, gpus),
+            "numNodes": cluster.train.nodes, "numProcPerNode": cluster.train_gpus,
             "resourcesPerNode": {"requests": requests, **({"limits": limits} if limits else {})},
         },
     }
