@@ -13,8 +13,9 @@ from kfp.dsl import PipelineTask
 
 STEP_KINDS = {
     "ingest": "data", "validate-language": "data", "merge-validation": "data", "prepare": "data", "export": "data",
-    "deploy": "data",
+    "gate": "data", "deploy": "data",
     "mine-negatives": "gpu", "base-model": "gpu", "train-stage-1": "gpu", "train-stage-2": "gpu", "evaluate": "gpu",
+    "mteb": "gpu",
     # the family pipeline
     "family-students": "data", "export-student": "data", "prune": "gpu", "train-student": "gpu",
     "evaluate-family": "gpu",

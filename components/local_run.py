@@ -53,7 +53,9 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "prepare": ("{stage1_rows} stage-1 rows", "{stage2_rows} stage-2 rows"),
     "train-stage-1": ("{steps} steps", "loss {loss:.4f}"),
     "train-stage-2": ("{steps} steps", "loss {loss:.4f}"),
-    "evaluate": ("nDCG@{k} {trained_ndcg:.3f} vs base {base_ndcg:.3f}",),
+    "evaluate": ("nDCG@{k} {trained_ndcg:.3f} vs base {base_ndcg:.3f}", "bitext {trained_bitext_accuracy:.3f}",
+                 "classification {trained_classification_accuracy:.3f}", "V-measure {trained_clustering_v_measure:.3f}"),
+    "gate": ("{failed} of {checks} checks failed",),
     "export": ("model -> {uri}",),
     # the family pipeline
     "prune": ("{parameters} parameters", "importance {importance_s:.1f} s"),

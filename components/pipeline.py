@@ -1,5 +1,5 @@
 """The F2LLM-v2 pipeline: ingest -> validate (a task per group of languages) -> mine negatives -> base model -> prepare -> stage 1 -> stage 2 ->
-evaluate -> export. The whole run is configured by one validated RunConfig passed as JSON.
+evaluate -> [gate] -> export -> [mteb] [deploy]. The whole run is configured by one validated RunConfig passed as JSON.
 """
 
 from dataclasses import dataclass
@@ -13,9 +13,11 @@ from f2llm.components.stages import (
     deploy_op,
     evaluate_op,
     export_op,
+    gate_op,
     ingest_op,
     merge_validation_op,
     mine_op,
+    mteb_op,
     prepare_op,
     train_job_op,
     train_op,
@@ -30,7 +32,14 @@ FRONT_STAGES = (  # `data_and_teacher`: every pipeline starts with these
     "ingest", "validate-language", "merge-validation", "mine-negatives", "base-model", "prepare", "train-stage-1",
     "train-stage-2",
 )
-STAGES = FRONT_STAGES + ("evaluate", "export")  # and "deploy" when the config has `deploy:`
+STAGES = FRONT_STAGES + ("evaluate", "export")  # the steps of every single-model run (`stage_names`)
+
+
+def stage_names(cfg: RunConfig) -> tuple[str, ...]:
+    """A single-model run's steps in the order they finish: "gate" with `gate:`, "mteb" with
+    `eval.mteb`, "deploy" with `deploy:`."""
+    return (FRONT_STAGES + ("evaluate",) + ("gate",) * (cfg.gate is not None) + ("export",)
+            + ("mteb",) * (cfg.eval.mteb is not None) + ("deploy",) * (cfg.deploy is not None))
 
 
 class StageNamer:
@@ -104,9 +113,11 @@ def data_and_teacher(config_json, on_cluster: StageNamer) -> Front:
     return Front(validation, accepted, base, prepare, stage1, stage2)
 
 
-def build_pipeline(cluster: ClusterConfig | None = None, deploy: bool = False):
-    """The single-model pipeline: the front, then evaluation against the base model and export,
-    and with `deploy` the quality gate and the InferenceService."""
+def build_pipeline(cluster: ClusterConfig | None = None, deploy: bool = False, gate: bool = False,
+                   mteb: bool = False):
+    """The single-model pipeline: the front, then evaluation against the base model, with `gate` the
+    quality gate (export waits for it), export, with `mteb` the exported model through mteb, and
+    with `deploy` the InferenceService."""
     on_cluster = StageNamer(cluster)
 
     @dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
@@ -122,10 +133,12 @@ def build_pipeline(cluster: ClusterConfig | None = None, deploy: bool = False):
             report=evaluate.outputs["report"], validation_report=front.validation.outputs["report"],
             validation_summary=front.validation.outputs["per_language"],
         ), "export")
+        if gate:
+            export.after(on_cluster(gate_op(config_json=config_json, results=evaluate.outputs["results"]), "gate"))
+        if mteb:
+            on_cluster(mteb_op(config_json=config_json, model=export.outputs["model"]), "mteb")
         if deploy:
-            on_cluster(deploy_op(
-                config_json=config_json, results=evaluate.outputs["results"], model=export.outputs["model"],
-            ), "deploy")
+            on_cluster(deploy_op(config_json=config_json, model=export.outputs["model"]), "deploy")
 
     return f2llm_pipeline
 
@@ -136,7 +149,8 @@ def pipeline_for(cfg: RunConfig, cluster: ClusterConfig | None = None):
         from f2llm.components.family import build_family_pipeline
 
         return build_family_pipeline(cluster)
-    return build_pipeline(cluster, deploy=cfg.deploy is not None)
+    return build_pipeline(cluster, deploy=cfg.deploy is not None, gate=cfg.gate is not None,
+                          mteb=cfg.eval.mteb is not None)
 
 
 def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:

@@ -192,35 +192,62 @@ def evaluate_op(
     stage1_log: Input[Artifact], stage2_log: Input[Artifact], results: Output[Dataset],
     report: Output[HTML], table: Output[Markdown], metrics: Output[Metrics],
 ):
+    """Base, trained (and the gate's reference model) on every task type of the held-out split, per
+    language and Matryoshka dim; the report has the gate's verdict when the run has a gate."""
     import pandas as pd
     from f2llm.config import RunConfig
     from f2llm.evaluation.evaluate import evaluate_model
-    from f2llm.evaluation.report import (
-        language_table,
-        loss_curve_png,
-        markdown_table,
-        render_html,
-    )
+    from f2llm.evaluation.gate import check_gate
+    from f2llm.evaluation.report import equity_table, language_table, loss_curve_png, markdown_table, render_html
     from f2llm.model.encoder import Encoder
 
     cfg = RunConfig.model_validate_json(config_json)
     k = cfg.eval.k
     rows = pd.read_parquet(accepted.path)
-    held_out = rows[rows["split"] == "eval"]
+    models = [("base", base_model.path), ("trained", trained_model.path)]
+    if cfg.gate is not None and cfg.gate.reference != "base":
+        models.append(("reference", cfg.gate.reference))
     frames = []
-    for name, artifact in (("base", base_model), ("trained", trained_model)):
-        encoder = Encoder.load(artifact.path, max_length=cfg.eval.max_length, pooling=cfg.train.pooling)
-        frames.append(evaluate_model(encoder, held_out, k=k, batch_size=cfg.eval.batch_size).assign(model=name))
+    for name, path in models:
+        encoder = Encoder.load(path, max_length=cfg.eval.max_length, pooling=cfg.train.pooling,
+                               trust_remote_code=cfg.model.trust_remote_code)
+        frames.append(evaluate_model(encoder, rows, k=k, batch_size=cfg.eval.batch_size).assign(model=name))
     scores = pd.concat(frames, ignore_index=True)
     scores.to_csv(results.path, index=False)
+    verdict = check_gate(scores, cfg.gate) if cfg.gate is not None else None
     with open(report.path, "w") as fh:
-        fh.write(render_html(scores, loss_curve_png([stage1_log.path, stage2_log.path]), f"{cfg.name}: evaluation", k))
+        fh.write(render_html(scores, loss_curve_png([stage1_log.path, stage2_log.path]), f"{cfg.name}: evaluation", k,
+                             gate=verdict.checks if verdict else None))
     with open(table.path, "w") as fh:
-        fh.write(markdown_table(language_table(scores, k)))
-    full = scores[scores["dim"] == scores["dim"].max()]
-    for name, part in full.groupby("model"):
-        metrics.log_metric(f"{name}_ndcg@{k}", round(float(part[f"ndcg@{k}"].mean()), 4))
-        metrics.log_metric(f"{name}_recall@{k}", round(float(part[f"recall@{k}"].mean()), 4))
+        fh.write("# Equity\n\n" + markdown_table(equity_table(scores)) + "\n")
+        for task in sorted(set(scores["task"])):
+            fh.write(f"\n# {task}\n\n{markdown_table(language_table(scores, task))}\n")
+        if verdict is not None:
+            fh.write("\n" + verdict.markdown())
+    full = scores[scores["dim"] == scores.groupby("model")["dim"].transform("max")]
+    for (name, task), part in full.groupby(["model", "task"]):
+        metric = part["metric"].iloc[0]
+        metrics.log_metric(f"{name}_{task}_{metric}", round(float(part["score"].mean()), 4))
+        if task == "retrieval":  # the headline figures `f2llm run` prints
+            metrics.log_metric(f"{name}_ndcg@{k}", round(float(part[f"ndcg@{k}"].mean()), 4))
+            metrics.log_metric(f"{name}_recall@{k}", round(float(part[f"recall@{k}"].mean()), 4))
+
+
+@component
+def gate_op(config_json: str, results: Input[Dataset], verdict: Output[Markdown], metrics: Output[Metrics]):
+    """The quality gate: fails the run (before export and deploy) when the trained model misses a bound."""
+    import pandas as pd
+    from f2llm.config import RunConfig
+    from f2llm.evaluation.gate import check_gate, enforce_gate
+
+    cfg = RunConfig.model_validate_json(config_json)
+    checked = check_gate(pd.read_csv(results.path), cfg.gate)
+    print(checked.markdown())
+    with open(verdict.path, "w") as fh:
+        fh.write(checked.markdown())
+    metrics.log_metric("checks", len(checked.checks))
+    metrics.log_metric("failed", len(checked.failed))
+    enforce_gate(checked)
 
 
 @component
@@ -246,27 +273,54 @@ def export_op(
 
 
 @component
-def deploy_op(config_json: str, results: Input[Dataset], model: Input[Model], service: Output[Markdown],
-              metrics: Output[Metrics]):
-    """The quality gate, then the exported model on a KServe InferenceService, Ready or the run fails."""
-    import pandas as pd
+def deploy_op(config_json: str, model: Input[Model], service: Output[Markdown], metrics: Output[Metrics]):
+    """The exported model (past the gate) on a KServe InferenceService, Ready or the run fails."""
     from f2llm.config import RunConfig
     from f2llm.kube import current_namespace, load_api
-    from f2llm.serve.deploy import check_gate, deploy
+    from f2llm.serve.deploy import deploy
 
     cfg = RunConfig.model_validate_json(config_json)
-    k = cfg.eval.k
-    score = check_gate(pd.read_csv(results.path), k, cfg.deploy.min_ndcg)
-    metrics.log_metric(f"held_out_ndcg@{k}", round(score, 4))
     rollout = deploy(load_api(), cfg.deploy, model.metadata["uri"], cfg.deploy.namespace or current_namespace())
     metrics.log_metric("rollout_s", rollout.seconds)
     traffic = ", ".join(f"{t.get('revisionName')} {t.get('percent')}%" for t in rollout.traffic) or "-"
     with open(service.path, "w") as fh:
         fh.write(f"# {rollout.namespace}/{rollout.name}\n\n| | |\n|---|---|\n"
                  f"| action | {'created' if rollout.created else 'updated'} (generation {rollout.generation}) |\n"
-                 f"| model | {rollout.storage_uri} |\n| held-out nDCG@{k} | {score:.4f} (min {cfg.deploy.min_ndcg}) |\n"
+                 f"| model | {rollout.storage_uri} |\n"
                  f"| URL | {rollout.url} |\n| traffic | {traffic} |\n")
     print(f"deployed {rollout.storage_uri} to {rollout.namespace}/{rollout.name}: {rollout.url}")
+
+
+@component
+def mteb_op(config_json: str, model: Input[Model], results: Output[Artifact], summary: Output[Markdown],
+            metrics: Output[Metrics]):
+    """The exported model through mteb (`eval.mteb`): mteb's result files to {output_uri}/mteb, a
+    per-language summary as Markdown and Metrics."""
+    import shutil
+    import tempfile
+
+    from f2llm import storage
+    from f2llm.config import RunConfig
+    from f2llm.evaluation.mteb_adapter import resolve_tasks, run_mteb
+    from f2llm.evaluation.report import markdown_table
+
+    cfg = RunConfig.model_validate_json(config_json)
+    spec = cfg.eval.mteb
+    with tempfile.TemporaryDirectory() as work:
+        frame = run_mteb(model.path, resolve_tasks(spec.tasks), work, cfg.name, dims=spec.dims,
+                         instructions=spec.instructions, batch_size=spec.batch_size, max_length=cfg.eval.max_length,
+                         pooling=cfg.train.pooling)
+        frame.to_csv(f"{work}/summary.csv", index=False)
+        storage.upload_dir(work, storage.join(cfg.output_uri, "mteb"))
+        shutil.copytree(work, results.path, dirs_exist_ok=True)
+    results.metadata["uri"] = storage.join(cfg.output_uri, "mteb")
+    table = frame.pivot_table(index=["task", "language"], columns="dim", values="main_score").reset_index()
+    table.columns = [str(c) for c in table.columns]
+    with open(summary.path, "w") as fh:
+        fh.write(f"# MTEB: main score per task, language and dim\n\n{markdown_table(table)}\n")
+    full = frame[frame["dim"] == frame["dim"].max()]
+    for task, part in full.groupby("task"):
+        metrics.log_metric(f"{task}_{part['main_score_name'].iloc[0]}", round(float(part["main_score"].mean()), 4))
 
 
 # --- the family: students pruned from the stage-1 model, distilled from the stage-2 model
@@ -339,12 +393,12 @@ def evaluate_family_op(
     cfg = RunConfig.model_validate_json(config_json)
     k = cfg.eval.k
     rows = pd.read_parquet(accepted.path)
-    held_out = rows[rows["split"] == "eval"]
     members = [("teacher", teacher_model)] + [(m.metadata["student"], m) for m in student_models]
     frames = []
     for name, artifact in members:
         encoder = Encoder.load(artifact.path, max_length=cfg.eval.max_length, pooling=cfg.train.pooling)
-        frames.append(evaluate_model(encoder, held_out, k=k, batch_size=cfg.eval.batch_size).assign(model=name))
+        frames.append(evaluate_model(encoder, rows, k=k, batch_size=cfg.eval.batch_size, tasks=["retrieval"])
+                      .assign(model=name))
     scores = pd.concat(frames, ignore_index=True)
     scores.to_csv(results.path, index=False)
     with open(report.path, "w") as fh:

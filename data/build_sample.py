@@ -4,11 +4,17 @@ Sources, one JSONL file each with `query`, `passage`, `negative_1..negative_k` (
 - qa_{lang} (retrieval): hand-written parallel question/answer facts, data/raw/facts.psv.
   Facts 0-14 train; 15-19 are the held-out eval split, whose negatives are the language's train
   answers, so each eval file carries its own retrieval corpus (passages plus negatives).
-- bitext_{lang}-eng (bitext): the same answers paired with their English translation.
+- bitext_{lang}-eng (bitext): the same answers paired with their English translation; the
+  held-out facts make the eval split (candidates: the held-out and the train English answers).
 - cldr_topic_{lang} (clustering): month, weekday, country and language names from Unicode CLDR
   (shipped by Babel); positive = another name of the same kind, negatives = other kinds.
 - cldr_kind_{lang} (binary classification): a country or language name, label text as positive,
   the other label as negative.
+- Held-out names (eval split of both CLDR sources): months 8-12 and countries and languages no
+  train row names (EVAL_COUNTRIES, EVAL_LANG_NAMES, less any name that is ambiguous in that
+  locale: Thai and Khmer name some countries and their languages alike). The clustering eval
+  rows chain each kind's names (positive = the next name of the kind), so the kinds are the
+  connected components of the query-positive pairs: the labels the evaluation clusters against.
 
 Run with `make sample`; the output is committed, so nothing here runs in tests or `make run`.
 """
@@ -36,6 +42,9 @@ LOCALE = {
 }
 COUNTRIES = ["KE", "NG", "ET", "IN", "CN", "JP", "BR", "FR", "DE", "EG", "PE", "TH", "MX", "RU"]
 LANG_NAMES = ["fr", "de", "es", "ar", "hi", "zh", "ja", "ru", "sw", "pt", "it", "ko", "tr", "nl"]
+EVAL_COUNTRIES = ["GH", "ZA", "AR", "CA", "ID", "IT", "KR", "VN", "GB"]
+EVAL_LANG_NAMES = ["pl", "vi", "th", "bn", "ta", "fa", "uk", "id", "he"]
+N_EVAL_NAMES = 6  # per kind
 KIND_LABELS = {"country": "This is the name of a country.", "language": "This is the name of a language."}
 
 
@@ -74,12 +83,14 @@ def qa_sources(lang: str, facts: dict[int, tuple[str, str]]) -> tuple[list, list
     return train, held_out
 
 
-def bitext_source(lang_facts, eng_facts) -> list:
+def bitext_sources(lang_facts, eng_facts) -> tuple[list, list]:
     eng = [eng_facts[i][1] for i in range(N_TRAIN_FACTS)]
-    return [
+    train = [
         row(lang_facts[i][1], eng[i], [eng[(i + k) % N_TRAIN_FACTS] for k in range(1, 8)])
         for i in range(N_TRAIN_FACTS)
     ]
+    held_out = [row(lang_facts[i][1], eng_facts[i][1], eng) for i in sorted(lang_facts) if i >= N_TRAIN_FACTS]
+    return train, held_out
 
 
 def cldr_groups(locale: Locale) -> dict[str, list[str]]:
@@ -88,6 +99,28 @@ def cldr_groups(locale: Locale) -> dict[str, list[str]]:
     countries = [locale.territories[c] for c in COUNTRIES if c in locale.territories]
     languages = [locale.languages[code] for code in LANG_NAMES if code in locale.languages]
     return {"month": months, "weekday": days, "country": countries, "language": languages}
+
+
+def held_out_groups(locale: Locale, train: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Names no train row has, unambiguous in this locale: months 8-12, new countries and languages."""
+    countries = [locale.territories[c] for c in EVAL_COUNTRIES if c in locale.territories]
+    languages = [locale.languages[c] for c in EVAL_LANG_NAMES if c in locale.languages]
+    seen = {n for names in train.values() for n in names}
+    clash = seen | (set(countries) & set(languages))
+    return {
+        "month": train["month"][7:],
+        "country": [n for n in countries if n not in clash][:N_EVAL_NAMES],
+        "language": [n for n in languages if n not in clash][:N_EVAL_NAMES],
+    }
+
+
+def clustering_eval_source(groups: dict[str, list[str]], rng: random.Random) -> list:
+    """Each kind's names chained (positive = the next name of the kind): one component a kind."""
+    rows = []
+    for kind, names in groups.items():
+        others = [n for k, ns in groups.items() if k != kind for n in ns]
+        rows += [row(name, names[(i + 1) % len(names)], rng.sample(others, 9)) for i, name in enumerate(names)]
+    return rows
 
 
 def clustering_source(groups: dict[str, list[str]], rng: random.Random) -> list:
@@ -110,6 +143,7 @@ def classification_source(groups: dict[str, list[str]]) -> list:
 
 def main() -> None:
     rng = random.Random(SEED)
+    eval_rng = random.Random(SEED + 1)  # its own stream: the eval split never shifts the train rows
     facts = read_facts()
     sources = []
 
@@ -123,10 +157,16 @@ def main() -> None:
         add(f"qa_{lang}", "retrieval", lang, "train", train)
         add(f"qa_{lang}", "retrieval", lang, "eval", held_out)
         if lang != "eng":
-            add(f"bitext_{lang}-eng", "bitext", lang, "train", bitext_source(facts[lang], facts["eng"]))
-        groups = cldr_groups(Locale.parse(LOCALE[lang]))
+            train, held_out = bitext_sources(facts[lang], facts["eng"])
+            add(f"bitext_{lang}-eng", "bitext", lang, "train", train)
+            add(f"bitext_{lang}-eng", "bitext", lang, "eval", held_out)
+        locale = Locale.parse(LOCALE[lang])
+        groups = cldr_groups(locale)
+        held_out_names = held_out_groups(locale, groups)
         add(f"cldr_topic_{lang}", "clustering", lang, "train", clustering_source(groups, rng))
+        add(f"cldr_topic_{lang}", "clustering", lang, "eval", clustering_eval_source(held_out_names, eval_rng))
         add(f"cldr_kind_{lang}", "classification", lang, "train", classification_source(groups))
+        add(f"cldr_kind_{lang}", "classification", lang, "eval", classification_source(held_out_names))
 
     manifest = {
         "description": "F2LLM-v2 platform sample: 26 languages, 13 scripts; built by data/build_sample.py",

@@ -10,7 +10,7 @@ import yaml
 
 from f2llm.components.cluster import STEP_KINDS
 from f2llm.components.family import STAGES as FAMILY_STAGES
-from f2llm.components.pipeline import STAGES, compile_pipeline
+from f2llm.components.pipeline import compile_pipeline, stage_names
 from f2llm.config import ClusterConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ def compiled(tmp_path, cfg):
     }}
     by_step = {t["taskInfo"]["name"]: t for t in tasks.values() if t["taskInfo"]["name"] in STEP_KINDS}
     # every stage, the per-language (and per-student) fan-outs included
-    assert set(by_step) == set(FAMILY_STAGES if cfg.family else STAGES + (("deploy",) if cfg.deploy else ()))
+    assert set(by_step) == set(FAMILY_STAGES if cfg.family else stage_names(cfg))
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if platform else {}
     for step, task in by_step.items():
@@ -87,7 +87,8 @@ def test_the_cluster_demo_is_cpu_only_and_ends_with_the_gated_deploy(tmp_path):
     cfg = load_config(ROOT / "configs" / "cluster-demo.yaml")
     steps = {step: (task, container, k8s) for step, task, container, k8s in compiled(tmp_path, cfg)}
     deploy, _, _ = steps["deploy"]
-    assert set(deploy["dependentTasks"]) == {"evaluate-op", "export-op"}  # after the model is published
+    assert set(deploy["dependentTasks"]) == {"export-op"}  # after the model is published
+    assert set(steps["export"][0]["dependentTasks"]) >= {"gate-op", "evaluate-op"}  # which waits for the gate
     for step, (_, container, k8s) in steps.items():
         assert "accelerator" not in container["resources"] and "nodeSelector" not in k8s, step
         assert container["image"] == "ghcr.io/f2llm/f2llm-data:0.1.0" and "pvcMount" not in k8s

@@ -1,41 +1,21 @@
 """The deploy step against a FAKE Kubernetes API with a simulated KServe controller
 (tests/fake_k8s_api.py: no API server can run here), through the official `kubernetes` client
-and a kubeconfig, as in a pod: the quality gate (a hand-computed score), create -> Ready, update
-with a canary split and back, a model that fails to load, the timeout, a forbidden verb, and the
-KFP component itself run by kfp.local after a producer step."""
+and a kubeconfig, as in a pod: create -> Ready, update with a canary split and back, a model that
+fails to load, the timeout, a forbidden verb, and the KFP components themselves run by kfp.local:
+the gate step then deploy, as the pipeline chains them (the gate: tests/test_gate.py)."""
 
-import math
-
-import pandas as pd
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 from f2llm.config import DeployConfig
 from f2llm.kube import current_namespace, load_api
-from f2llm.serve.deploy import DeployFailed, GateFailed, check_gate, deploy, inference_service
+from f2llm.serve.deploy import DeployFailed, deploy, inference_service
 
 from conftest import free_port
 from fake_k8s_api import FakeKubernetesApi
 from k8s_checks import validate_objects
 
 NS = "team-a"
-
-
-def scores(values: dict[str, float], dims=(32, 64)) -> pd.DataFrame:
-    rows = [{"language": lang, "dim": dim, "model": model, "ndcg@10": value if dim == max(dims) else 0.0}
-            for lang, value in values.items() for dim in dims for model in ("base", "trained")]
-    frame = pd.DataFrame(rows)
-    frame.loc[frame["model"] == "base", "ndcg@10"] = 0.99  # the base model's scores never count
-    return frame
-
-
-def test_the_gate_is_the_mean_held_out_score_at_full_dimension():
-    frame = scores({"swa": 0.5, "yor": 0.7, "eng": 0.9})
-    assert math.isclose(check_gate(frame, 10, 0.7), (0.5 + 0.7 + 0.9) / 3)
-    with pytest.raises(GateFailed, match=r"0\.7000 is below deploy.min_ndcg 0\.71.*weakest languages: swa 0\.500, yor 0\.700"):
-        check_gate(frame, 10, 0.71)
-    with pytest.raises(GateFailed):  # no held-out rows: NaN, never deployed
-        check_gate(frame.iloc[0:0], 10, 0.0)
 
 
 @pytest.fixture
@@ -52,7 +32,7 @@ def cluster(tmp_path, monkeypatch):
 
 
 def config(**kwargs) -> DeployConfig:
-    return DeployConfig(name="f2llm-demo", min_ndcg=0.5, poll_s=0.01, timeout_s=10, **kwargs)
+    return DeployConfig(name="f2llm-demo", poll_s=0.01, timeout_s=10, **kwargs)
 
 
 def test_create_then_update_with_a_canary_and_back(cluster):
@@ -98,30 +78,50 @@ def test_a_forbidden_verb_is_not_swallowed(cluster):
     assert raised.value.status == 403 and not cluster.objects
 
 
-def test_the_component_gates_and_deploys_in_a_pipeline(cluster, tmp_path):
+def test_the_gate_step_holds_the_deploy_step_in_a_pipeline(cluster, tmp_path):
+    """gate_op -> export-like producer -> deploy_op, the order build_pipeline gives them: a score
+    below the gate fails the run before anything is created; above it, the service is created."""
     from kfp import dsl, local
     from kfp.dsl import Dataset, Model, Output
 
-    from f2llm.components.stages import deploy_op
+    from f2llm.components.stages import deploy_op, gate_op
     from f2llm.config import RunConfig
 
     @dsl.component(base_image="python:3.11")
-    def evaluated(score: float, results: Output[Dataset], model: Output[Model]):
+    def evaluated(score: float, results: Output[Dataset]):
         import pandas as pd
 
-        pd.DataFrame([{"language": "swa", "dim": 64, "model": "trained", "ndcg@10": score}]).to_csv(results.path, index=False)
+        pd.DataFrame([{"model": m, "task": "retrieval", "language": "swa", "dim": 64, "metric": "ndcg@10",
+                       "score": score if m == "trained" else 0.3} for m in ("base", "trained")]).to_csv(results.path, index=False)
+
+    @dsl.component(base_image="python:3.11")
+    def exported(model: Output[Model]):
         model.metadata["uri"] = "s3://f2llm/runs/demo/model"  # what export_op records
 
     @dsl.pipeline
     def gated(config_json: str, score: float):
         made = evaluated(score=score)
-        deploy_op(config_json=config_json, results=made.outputs["results"], model=made.outputs["model"])
+        export = exported().after(gate_op(config_json=config_json, results=made.outputs["results"]))
+        deploy_op(config_json=config_json, model=export.outputs["model"])
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     cfg = RunConfig.model_validate({"data": {"uri": "s3://f2llm/data"}, "output_uri": "s3://f2llm/runs/demo",
-                                    "deploy": {"name": "f2llm-demo", "min_ndcg": 0.6, "poll_s": 0.01}})
+                                    "gate": {"tasks": {"retrieval": {"min_mean": 0.6}}},
+                                    "deploy": {"name": "f2llm-demo", "poll_s": 0.01}})
     with pytest.raises(RuntimeError, match="FAILURE"):
         gated(config_json=cfg.model_dump_json(), score=0.59)
     assert not cluster.objects  # the gate held: nothing created
     gated(config_json=cfg.model_dump_json(), score=0.61)
     assert cluster.objects[(NS, "f2llm-demo")]["spec"]["predictor"]["model"]["storageUri"] == "s3://f2llm/runs/demo/model"
+
+
+def test_deploy_needs_a_gate_and_min_ndcg_says_where_it_went():
+    from pydantic import ValidationError
+
+    from f2llm.config import RunConfig
+
+    base = {"data": {"uri": "s3://f2llm/data"}, "output_uri": "s3://f2llm/runs/demo"}
+    with pytest.raises(ValidationError, match="deploy: needs a gate"):
+        RunConfig.model_validate(base | {"deploy": {"name": "f2llm-demo"}})
+    with pytest.raises(ValidationError, match=r"deploy.min_ndcg is now the run's gate: gate: \{tasks: \{retrieval: \{min_mean: 0.5"):
+        RunConfig.model_validate(base | {"deploy": {"name": "f2llm-demo", "min_ndcg": 0.5}})

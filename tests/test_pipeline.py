@@ -11,7 +11,7 @@ import yaml
 
 from f2llm import storage
 from f2llm.cli import main
-from f2llm.components.pipeline import STAGES
+from f2llm.components.pipeline import stage_names
 from f2llm.config import load_config
 
 from conftest import ROOT, SAMPLE
@@ -26,13 +26,17 @@ def test_compile_writes_every_stage(tmp_path):
     spec = next(yaml.safe_load_all(out.read_text()))  # then the platforms: kubernetes document
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
     tasks = {name: t for dag in dags for name, t in dag["tasks"].items() if "executorLabel" in spec["components"][t["componentRef"]["name"]]}
-    assert sorted(t["taskInfo"]["name"] for t in tasks.values()) == sorted(STAGES + ("deploy",))
+    cfg = load_config(CLUSTER_DEMO)
+    assert sorted(t["taskInfo"]["name"] for t in tasks.values()) == sorted(stage_names(cfg))
+    assert "gate" in stage_names(cfg) and "deploy" in stage_names(cfg)
+    # export waits for the gate; deploy for export
+    by_name = {t["taskInfo"]["name"]: t for t in tasks.values()}
+    assert "gate-op" in by_name["export"]["dependentTasks"] and "export-op" in by_name["deploy"]["dependentTasks"]
     # validation fans out: a task per language inside a ParallelFor over ingest's language list
     [loop] = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("pipelinechannel--ingest-op-Output")
     assert loop["iteratorPolicy"]["parallelismLimit"] == 8
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
-    cfg = load_config(CLUSTER_DEMO)
     assert json.loads(default) == json.loads(cfg.model_copy(update={"pipeline_root": "runs/local_outputs"}).model_dump_json())
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == set(cfg.cluster.images.values())  # data and gpu step images
@@ -49,6 +53,8 @@ def test_local_run_from_s3_learns_and_publishes(tmp_path, s3_endpoint, capsys):
 
     assert main(["run", "--config", str(tmp_path / "run.yaml")]) == 0
     printed = capsys.readouterr().out
+    STAGES = stage_names(load_config(DEMO))
+    assert "gate" in STAGES  # the demo's gate, below what it reaches, lets it through
     # one screen: a line per stage as it finished (the ParallelFor as one), then the results
     lines = printed.splitlines()
     assert len(lines) <= 60, printed
@@ -60,7 +66,8 @@ def test_local_run_from_s3_learns_and_publishes(tmp_path, s3_endpoint, capsys):
     assert re.search(r"steps, loss \d", stage_line["train-stage-2"])
     assert re.search(r"nDCG@10 [\d.]+ vs base [\d.]+", stage_line["evaluate"])
     assert stage_line["export"].endswith("model -> s3://f2llm-runs/demo/model")
-    assert "Held-out retrieval per language" in lines[len(STAGES)]
+    assert "Held-out per language" in lines[len(STAGES)]
+    assert "0 of 5 checks failed" in stage_line["gate"]
     assert lines[-4] == "model:  s3://f2llm-runs/demo/model"
     assert lines[-3] == "report: s3://f2llm-runs/demo/report/index.html"
     assert lines[-2].startswith("done in ")

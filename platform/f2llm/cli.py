@@ -20,7 +20,7 @@ def _print_results(cfg, seconds: float) -> None:
     from rich.table import Table
 
     from f2llm import storage
-    from f2llm.evaluation.report import dim_table, language_table
+    from f2llm.evaluation.report import TASK_ORDER, dim_table, language_table
 
     k = cfg.eval.k
     results = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(cfg.output_uri, "report", "results.csv"))))
@@ -29,26 +29,32 @@ def _print_results(cfg, seconds: float) -> None:
         _print_family(cfg, results, console)
         console.print(f"done in {seconds:.0f} s")
         return
-    langs = language_table(results, k)
-    table = Table(title=f"Held-out retrieval per language, dim {results['dim'].max()}: base -> trained")
-    for col in ("lang", "script", "queries", f"nDCG@{k}", f"recall@{k}", "Δ nDCG"):
-        table.add_column(col, justify="left" if col in ("lang", "script") else "right")
+    tasks = [t for t in TASK_ORDER if t in set(results["task"])]
+    by_task = {t: language_table(results, t).set_index("language") for t in tasks}
+    metrics = {t: results.loc[results["task"] == t, "metric"].iloc[0] for t in tasks}
+    table = Table(title=f"Held-out per language, dim {results['dim'].max()}: trained (gain over base)")
+    for col in ("lang", "script", "resource", *(f"{t} {metrics[t]}" for t in tasks)):
+        table.add_column(col, justify="left" if col in ("lang", "script", "resource") else "right")
 
-    def cells(r) -> tuple[str, ...]:
-        return (
-            f"{r[f'base ndcg@{k}']:.3f} -> {r[f'trained ndcg@{k}']:.3f}",
-            f"{r[f'base recall@{k}']:.3f} -> {r[f'trained recall@{k}']:.3f}",
-            f"{r['Δ ndcg']:+.3f}",
-        )
+    def cell(frame: pd.DataFrame, metric: str) -> str:
+        if frame.empty:
+            return ""
+        return f"{frame[f'trained {metric}'].mean():.3f} ({frame['Δ base'].mean():+.3f})"
 
-    for _, r in langs.iterrows():
-        table.add_row(r["language"], r["script"], str(r["queries"]), *cells(r))
-    table.add_row("mean", "", str(langs["queries"].sum()), *cells(langs.mean(numeric_only=True)), style="bold")
+    languages = sorted(set().union(*(f.index for f in by_task.values())))
+    for lang in languages:
+        first = next(f.loc[lang] for f in by_task.values() if lang in f.index)
+        table.add_row(lang, first["script"], first["resource"],
+                      *(cell(by_task[t].loc[[lang]] if lang in by_task[t].index else by_task[t].iloc[0:0], metrics[t])
+                        for t in tasks))
+    for label, level in (("mean", None), ("high-resource", "high"), ("low-resource", "low")):
+        table.add_row(label, "", "", *(cell(by_task[t] if level is None else by_task[t][by_task[t]["resource"] == level],
+                                            metrics[t]) for t in tasks), style="bold")
     console.print(table)
-    dims = dim_table(results, k).pivot(index="dim", columns="model", values=f"ndcg@{k}")
-    console.print("Matryoshka dims, mean nDCG@%d: " % k + ", ".join(
-        f"{d}: {r['base']:.3f} -> {r['trained']:.3f}" for d, r in dims.sort_index(ascending=False).iterrows()
-    ))
+    for task, part in dim_table(results, k).groupby("task"):
+        dims = part.pivot(index="dim", columns="model", values="score")
+        console.print(f"Matryoshka {task}: " + ", ".join(
+            f"{d}: {r['base']:.3f} -> {r['trained']:.3f}" for d, r in dims.sort_index(ascending=False).iterrows()))
     checked = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(cfg.output_uri, "report", "validation.csv"))))
     console.print(
         f"validation: {checked['rows'].sum()} rows in {len(checked)} languages -> {checked['accepted'].sum()} accepted, "

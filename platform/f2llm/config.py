@@ -135,10 +135,41 @@ class TrainConfig(_Strict):
         return self
 
 
+class MtebConfig(_Strict):
+    """The exported model through the `mteb` package (`f2llm.evaluation.mteb_adapter`), a step after
+    export. Datasets load from the Hugging Face cache the step sees (HF_HOME: on a cluster the
+    cache PVC, `cluster.cache_pvc`); a cluster without internet needs them placed there first."""
+
+    tasks: list[str] = Field(min_length=1)  # mteb benchmark or task names, or local:<data dir> (its eval split)
+    dims: list[int] | None = None  # None: every Matryoshka dim, each a separate result
+    batch_size: int = Field(32, ge=1)
+    instructions: dict[str, str] = {}  # by mteb task name or task type, over the recipe's instruction per type
+
+
 class EvalConfig(_Strict):
     k: int = Field(10, ge=1)
     max_length: int = Field(8192, ge=8)  # recipe: evaluation at 8192 tokens, training at model.max_length (1024)
     batch_size: int = 64
+    mteb: MtebConfig | None = None
+
+
+class GateThresholds(_Strict):
+    """Bounds on one task type's main score (nDCG@k, accuracy or V-measure) at the gate's dim."""
+
+    min_mean: float | None = None  # the mean over languages
+    min_worst: float | None = None  # every language
+    max_drop: float | None = Field(None, ge=0)  # the largest fall of a language below the reference model
+
+
+class GateConfig(_Strict):
+    """The quality gate between evaluation and export: a run whose trained model misses any bound
+    stops there (nothing exported or deployed), the failing rows in the evaluation report and the
+    gate step's output (`f2llm.evaluation.gate`)."""
+
+    # "base": the run's base model; else a model directory or URI, e.g. the one deployed now
+    reference: str = "base"
+    dim: int | None = None  # None: each model's full dim
+    tasks: dict[Literal["retrieval", "bitext", "classification", "clustering"], GateThresholds] = Field(min_length=1)
 
 
 class StepResources(_Strict):
@@ -225,18 +256,24 @@ def _dns(v: str) -> str:
 
 
 class DeployConfig(_Strict):
-    """The pipeline's last step: a quality gate on the held-out evaluation, then the model served
-    by a KServe InferenceService (created, or updated to the new model), Ready or the run fails."""
+    """The pipeline's last step, after the quality gate (`gate:`, required with deploy): the model
+    served by a KServe InferenceService (created, or updated to the new model), Ready or the run fails."""
 
     name: str = Field(max_length=63)  # the InferenceService (a DNS-1035 label)
     namespace: str | None = None  # None: the namespace the run executes in
     runtime: str = "f2llm-predictor"  # a ServingRuntime there (the chart installs f2llm-predictor, f2llm-vllm)
     service_account: str | None = "f2llm-models"  # its Secrets give KServe's storage initializer the S3 keys
-    # The gate: the trained model's held-out nDCG@k at full dimension, mean over languages.
-    min_ndcg: float = Field(ge=0, le=1)
     canary_percent: int | None = Field(None, ge=1, le=99)  # an update sends this share to the new model first
     timeout_s: float = Field(900, gt=0)  # for Ready
     poll_s: float = Field(5, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gate_moved(cls, data):
+        if isinstance(data, dict) and "min_ndcg" in data:
+            raise ValueError(f"deploy.min_ndcg is now the run's gate: gate: {{tasks: {{retrieval: "
+                             f"{{min_mean: {data['min_ndcg']}}}}}}}")
+        return data
 
     @field_validator("name")
     @classmethod
@@ -295,6 +332,7 @@ class RunConfig(_Strict):
     pipeline_root: str = "runs/local_outputs"  # kfp.local task outputs
     cluster: ClusterConfig = ClusterConfig()  # compiled into the pipeline YAML, ignored locally
     family: FamilyConfig | None = None  # pruned, distilled students: the family pipeline
+    gate: GateConfig | None = None  # the quality gate before export; None: every trained model is exported
     deploy: DeployConfig | None = None  # the deploy step (a cluster with KServe); None: export only
 
     def student_training(self, name: str, teacher: str) -> TrainConfig:
@@ -317,7 +355,8 @@ class RunConfig(_Strict):
         """The fields naming a path on this machine: a cluster's pods cannot read them."""
         fields = {"data.uri": self.data.uri, "output_uri": self.output_uri, "model.base": self.model.base,
                   "train.teacher": self.train.teacher, "train.checkpoint_uri": self.train.checkpoint_uri,
-                  "mining.teacher": self.mining.teacher}
+                  "mining.teacher": self.mining.teacher,
+                  "gate.reference": self.gate.reference if self.gate and self.gate.reference != "base" else None}
         return {k: v for k, v in fields.items()
                 if v and ("://" not in v or v.startswith("file://")) and v != "tiny" and not v.startswith("package:")}
 
@@ -325,6 +364,9 @@ class RunConfig(_Strict):
     def _deploy_single_model(self) -> RunConfig:
         if self.deploy is not None and self.family is not None:
             raise ValueError("deploy: is for single-model runs; a family run exports each student for review")
+        if self.deploy is not None and self.gate is None:
+            raise ValueError("deploy: needs a gate: (e.g. gate: {tasks: {retrieval: {min_mean: 0.5}}}): "
+                             "nothing is served unchecked")
         return self
 
 
@@ -349,6 +391,8 @@ def load_config(path: str | Path) -> RunConfig:
         cfg.train.teacher = _resolve(cfg.train.teacher, base)
     if cfg.mining.teacher and not cfg.mining.teacher.startswith("package:"):
         cfg.mining.teacher = _resolve(cfg.mining.teacher, base)
+    if cfg.gate and cfg.gate.reference != "base":
+        cfg.gate.reference = _resolve(cfg.gate.reference, base)
     return cfg
 
 

@@ -1,8 +1,5 @@
-"""The deploy step: a quality gate, then the exported model served by a KServe InferenceService.
-
-Gate: the trained model's held-out nDCG@k at the largest Matryoshka dimension, averaged over
-languages (the figure the evaluate step logs as `trained_ndcg@k`), must reach
-`DeployConfig.min_ndcg`. The rows behind it (split == "eval") were never trained on.
+"""The deploy step: the exported model served by a KServe InferenceService. It runs after the
+quality gate (`f2llm.evaluation.gate`) and the export, so only a model that passed reaches it.
 
 Rollout: the InferenceService is created, or the existing one is merge-patched (RFC 7386, what
 the API server takes for custom resources) to the new storageUri, which keeps any field set by
@@ -17,37 +14,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import pandas as pd
-
 from f2llm.config import DeployConfig
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MODEL_FORMAT = "f2llm-embedding"  # what the chart's ServingRuntimes declare
 
 
-class GateFailed(RuntimeError):
-    """The model did not reach the run's quality threshold: nothing was deployed."""
-
-
 class DeployFailed(RuntimeError):
     """The InferenceService did not become Ready."""
-
-
-def _trained_at_full_dim(scores: pd.DataFrame) -> pd.DataFrame:
-    trained = scores[scores["model"] == "trained"]
-    return trained[trained["dim"] == trained["dim"].max()]
-
-
-def check_gate(scores: pd.DataFrame, k: int, min_ndcg: float) -> float:
-    """-> the held-out score; GateFailed (naming the weakest languages) when below `min_ndcg`."""
-    full = _trained_at_full_dim(scores)
-    score = float(full[f"ndcg@{k}"].mean())
-    if not score >= min_ndcg:  # NaN (no held-out rows) fails too
-        weakest = full.nsmallest(3, f"ndcg@{k}")
-        listed = ", ".join(f"{lang} {value:.3f}" for lang, value in zip(weakest["language"], weakest[f"ndcg@{k}"]))
-        raise GateFailed(f"held-out nDCG@{k} {score:.4f} is below deploy.min_ndcg {min_ndcg}; "
-                         f"weakest languages: {listed}. Nothing was deployed.")
-    return score
 
 
 def inference_service(cfg: DeployConfig, storage_uri: str, namespace: str) -> dict:
