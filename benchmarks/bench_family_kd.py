@@ -86,7 +86,8 @@ def run_arm(work: Path, cfg, student, arm: str, seed: int, accepted, steps: int 
     started = time.perf_counter()
     summary = train_stage(init, work / "data", 2, train, cfg.model.max_length, run / "model", run / "log.jsonl")
     held_out = accepted[accepted["split"] == "eval"]
-    scores = evaluate_model(Encoder.load(run / "model", max_length=cfg.eval.max_length), held_out, k=cfg.eval.k)
+    scores = evaluate_model(Encoder.load(run / "model", max_length=cfg.eval.max_length), held_out, k=cfg.eval.k,
+                            tasks=["retrieval"])
     full = scores[scores["dim"] == student.hidden]
     return {
         "student": student.name, "arm": arm, "seed": seed, "steps": summary["steps"],
@@ -110,7 +111,8 @@ def untrained(work: Path, cfg, accepted) -> list[dict]:
         for depth in ("first", "block"):
             target = PruneTarget(student.hidden, student.mlp, student.layers)
             report = prune_checkpoint(work / "stage1", work / f"untrained-{student.name}-{depth}", target, texts, depth)
-            scores = evaluate_model(Encoder.load(work / f"untrained-{student.name}-{depth}"), held_out, k=cfg.eval.k)
+            scores = evaluate_model(Encoder.load(work / f"untrained-{student.name}-{depth}"), held_out, k=cfg.eval.k,
+                                    tasks=["retrieval"])
             out.append({"student": student.name, "depth": depth, "layers_kept": report["pruned"]["model"]["layers_kept"],
                         "ndcg@10": round(float(scores[scores["dim"] == student.hidden]["ndcg@10"].mean()), 4)})
     return out
@@ -170,7 +172,8 @@ def main() -> None:
         work = Path(tmp)
         accepted = prepare_family(work, cfg)
         held_out = accepted[accepted["split"] == "eval"]
-        teacher = evaluate_model(Encoder.load(work / "teacher", max_length=cfg.eval.max_length), held_out, k=cfg.eval.k)
+        teacher = evaluate_model(Encoder.load(work / "teacher", max_length=cfg.eval.max_length), held_out, k=cfg.eval.k,
+                                 tasks=["retrieval"])
         before_training = untrained(work, cfg, accepted)
         print("untrained, by depth rule:", before_training, flush=True)
         runs = [

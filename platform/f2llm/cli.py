@@ -32,29 +32,31 @@ def _print_results(cfg, seconds: float) -> None:
     tasks = [t for t in TASK_ORDER if t in set(results["task"])]
     by_task = {t: language_table(results, t).set_index("language") for t in tasks}
     metrics = {t: results.loc[results["task"] == t, "metric"].iloc[0] for t in tasks}
-    table = Table(title=f"Held-out per language, dim {results['dim'].max()}: trained (gain over base)")
-    for col in ("lang", "script", "resource", *(f"{t} {metrics[t]}" for t in tasks)):
-        table.add_column(col, justify="left" if col in ("lang", "script", "resource") else "right")
+    named = ", ".join(f"{t} {metrics[t]}" for t in tasks)
+    table = Table(title=f"Held-out per language, dim {results['dim'].max()}, trained and its gain over base: {named}")
+    for col in ("lang", "level", *tasks):
+        table.add_column(col, justify="left" if col in ("lang", "level") else "right")
 
     def cell(frame: pd.DataFrame, metric: str) -> str:
         if frame.empty:
             return ""
-        return f"{frame[f'trained {metric}'].mean():.3f} ({frame['Δ base'].mean():+.3f})"
+        return f"{frame[f'trained {metric}'].mean():.3f} {frame['Δ base'].mean():+.2f}"
 
     languages = sorted(set().union(*(f.index for f in by_task.values())))
     for lang in languages:
         first = next(f.loc[lang] for f in by_task.values() if lang in f.index)
-        table.add_row(lang, first["script"], first["resource"],
+        table.add_row(lang, first["resource"],
                       *(cell(by_task[t].loc[[lang]] if lang in by_task[t].index else by_task[t].iloc[0:0], metrics[t])
                         for t in tasks))
-    for label, level in (("mean", None), ("high-resource", "high"), ("low-resource", "low")):
-        table.add_row(label, "", "", *(cell(by_task[t] if level is None else by_task[t][by_task[t]["resource"] == level],
+    for label, level in (("mean", None), ("high", "high"), ("low", "low")):
+        table.add_row(label, "", *(cell(by_task[t] if level is None else by_task[t][by_task[t]["resource"] == level],
                                             metrics[t]) for t in tasks), style="bold")
     console.print(table)
+    console.print("Matryoshka dims, mean over languages, base->trained:")
     for task, part in dim_table(results, k).groupby("task"):
         dims = part.pivot(index="dim", columns="model", values="score")
-        console.print(f"Matryoshka {task}: " + ", ".join(
-            f"{d}: {r['base']:.3f} -> {r['trained']:.3f}" for d, r in dims.sort_index(ascending=False).iterrows()))
+        console.print(f"  {task:<14} " + ", ".join(
+            f"{d} {r['base']:.2f}->{r['trained']:.2f}" for d, r in dims.sort_index(ascending=False).iterrows()))
     checked = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(cfg.output_uri, "report", "validation.csv"))))
     console.print(
         f"validation: {checked['rows'].sum()} rows in {len(checked)} languages -> {checked['accepted'].sum()} accepted, "
