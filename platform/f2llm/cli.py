@@ -1,6 +1,7 @@
 """`f2llm run` (the whole pipeline locally through kfp.local; the family pipeline when the config
 has `family:`), `f2llm compile` (KFP YAML), `f2llm prune` (a smaller Qwen3 from a checkpoint),
-`f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes), `f2llm plan` (memory
+`f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes), `f2llm eval --mteb`
+(an exported model through the mteb harness, every Matryoshka dim), `f2llm plan` (memory
 per GPU by strategy, the GPUs and nodes a size needs), `f2llm serve`
 (the KServe predictor with v1, v2 and OpenAI-compatible embeddings) and `f2llm submit` (the
 pipeline to a Kubeflow Pipelines endpoint, as a new pipeline or version, and a run)."""
@@ -122,6 +123,43 @@ def _print_family(cfg, results: pd.DataFrame, console) -> None:
     console.print(f"report: {storage.join(cfg.output_uri, 'report', 'index.html')}")
 
 
+def _eval(args, parser) -> int:
+    """mteb on an exported model through our wrapper; mteb's result files to --output (a folder or
+    a store URI), a per-language table of main scores per dim on the screen."""
+    import tempfile
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from f2llm import storage
+    from f2llm.evaluation.mteb_adapter import resolve_tasks, run_mteb
+
+    try:
+        dims = [int(d) for d in args.dims.split(",")] if args.dims else None
+    except ValueError:
+        parser.error(f"--dims takes whole numbers separated by commas, not {args.dims!r}")
+    tasks = resolve_tasks([t.strip() for t in args.mteb.split(",") if t.strip()])
+    name = args.name or Path(args.model.rstrip("/")).name
+    with tempfile.TemporaryDirectory() as tmp:
+        local = args.output if "://" not in args.output else str(Path(tmp) / "mteb")
+        frame = run_mteb(args.model, tasks, local, name, dims=dims, use_instructions=not args.no_instructions,
+                         batch_size=args.batch_size, max_length=args.max_length)
+        frame.to_csv(Path(local) / "summary.csv", index=False)
+        if local != args.output:
+            storage.upload_dir(local, args.output)
+    wide = frame.pivot_table(index=["task", "language"], columns="dim", values="main_score").reset_index()
+    table = Table(title=f"mteb: {name}, main score per task, language and Matryoshka dim")
+    for col in wide.columns:
+        table.add_column(str(col), justify="left" if col in ("task", "language") else "right")
+    for row in wide.itertuples(index=False):
+        table.add_row(row[0], row[1], *(f"{v:.3f}" for v in row[2:]))
+    console = Console()
+    console.print(table)
+    console.print(f"mteb results: {args.output} (summary.csv beside them)")
+    return 0
+
+
 def _plan(args, parser) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -182,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     prn.add_argument("--rows", type=int, default=1024, help="calibration rows, mixed over sources and languages")
     prn.add_argument("--depth", choices=("first", "block"), default="first", help="keep the first layers (recipe) or by block importance")
     prn.add_argument("--max-length", type=int, default=512)
+    evl = sub.add_parser("eval", help="an exported model through mteb (our wrapper, every Matryoshka dim)")
+    evl.add_argument("--model", required=True, help="exported sentence-transformers directory, a path or store URI")
+    evl.add_argument("--mteb", required=True, metavar="BENCHMARK_OR_TASKS",
+                     help="comma-separated mteb benchmark or task names, or local:<data dir> (its eval split)")
+    evl.add_argument("--output", default="runs/mteb", help="folder or store URI for mteb's result files")
+    evl.add_argument("--name", help="the model's name in the results (default: the model folder's name)")
+    evl.add_argument("--dims", help="comma-separated Matryoshka dims (default: every one)")
+    evl.add_argument("--no-instructions", action="store_true", help="no query prompt at all (the harness check)")
+    evl.add_argument("--batch-size", type=int, default=32)
+    evl.add_argument("--max-length", type=int, default=8192, help="tokens (recipe: evaluation at 8192)")
     pln = sub.add_parser("plan", help="memory per GPU by strategy (DDP, FSDP, FSDP + offload) and the GPUs/nodes a size needs")
     pln.add_argument("size", help="80M ... 14B, or all (the recipe layout of every size)")
     pln.add_argument("--gpus", type=int, default=8, help="GPUs in all (default: one node)")
@@ -234,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         return _prune(args, parser)
     if args.command == "plan":
         return _plan(args, parser)
+    if args.command == "eval":
+        return _eval(args, parser)
     if args.command == "recipe":
         from f2llm.model.recipes import FAMILY, RECIPES, run_config_yaml
 
