@@ -11,7 +11,7 @@ import yaml
 from f2llm.components.cluster import STEP_KINDS
 from f2llm.components.family import STAGES as FAMILY_STAGES
 from f2llm.components.pipeline import compile_pipeline, stage_names
-from f2llm.config import ClusterConfig, load_config
+from f2llm.config import ClusterConfig, GateConfig, MtebConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +34,13 @@ def compiled(tmp_path, cfg):
 def test_default_cluster_settings_reach_every_task(tmp_path):
     cfg = load_config(ROOT / "configs" / "recipes" / "0-6b.yaml")
     cfg.cluster.cache_pvc = "team-model-cache"  # an existing ReadWriteMany claim (the chart's, when enabled)
+    # the gate (a data step) and mteb (a GPU step, its datasets from HF_HOME on the cache PVC)
+    cfg.gate = GateConfig.model_validate({"tasks": {"retrieval": {"min_mean": 0.5}}})
+    cfg.eval.mteb = MtebConfig(tasks=["MTEB(Multilingual, v2)"])
     cluster = cfg.cluster
+    seen = set()
     for step, task, container, k8s in compiled(tmp_path, cfg):
+        seen.add(step)
         kind = STEP_KINDS[step]
         res = cluster.resources[kind]
         assert container["image"] == cluster.images[kind], step
@@ -60,6 +65,7 @@ def test_default_cluster_settings_reach_every_task(tmp_path):
             assert k8s["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
         else:
             assert "accelerator" not in container["resources"] and "nodeSelector" not in k8s
+    assert {"gate", "mteb"} <= seen and STEP_KINDS["mteb"] == "gpu" and STEP_KINDS["gate"] == "data"
     text = (tmp_path / "p.yaml").read_text()
     assert "REPLACE_ME" not in text and "testing-secret" not in text  # no secret value, only its name
 
