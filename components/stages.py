@@ -293,16 +293,16 @@ def deploy_op(config_json: str, model: Input[Model], service: Output[Markdown], 
 
 @component
 def mteb_op(config_json: str, model: Input[Model], results: Output[Artifact], summary: Output[Markdown],
-            metrics: Output[Metrics]):
-    """The exported model through mteb (`eval.mteb`): mteb's result files to {output_uri}/mteb, a
-    per-language summary as Markdown and Metrics."""
+            report: Output[HTML], metrics: Output[Metrics]):
+    """The exported model through mteb (`eval.mteb`): mteb's result files to {output_uri}/mteb, the
+    per-language summary as Markdown, HTML (also {output_uri}/report/mteb.html) and Metrics."""
     import shutil
     import tempfile
 
     from f2llm import storage
     from f2llm.config import RunConfig
-    from f2llm.evaluation.mteb_adapter import resolve_tasks, run_mteb
-    from f2llm.evaluation.report import markdown_table
+    from f2llm.evaluation.mteb_run import resolve_tasks, run_mteb
+    from f2llm.evaluation.report import markdown_table, mteb_html, mteb_table
 
     cfg = RunConfig.model_validate_json(config_json)
     spec = cfg.eval.mteb
@@ -314,10 +314,12 @@ def mteb_op(config_json: str, model: Input[Model], results: Output[Artifact], su
         storage.upload_dir(work, storage.join(cfg.output_uri, "mteb"))
         shutil.copytree(work, results.path, dirs_exist_ok=True)
     results.metadata["uri"] = storage.join(cfg.output_uri, "mteb")
-    table = frame.pivot_table(index=["task", "language"], columns="dim", values="main_score").reset_index()
-    table.columns = [str(c) for c in table.columns]
     with open(summary.path, "w") as fh:
-        fh.write(f"# MTEB: main score per task, language and dim\n\n{markdown_table(table)}\n")
+        fh.write(f"# MTEB: main score per task, language and dim\n\n{markdown_table(mteb_table(frame))}\n")
+    page = mteb_html(frame, f"{cfg.name}: mteb")
+    with open(report.path, "w") as fh:
+        fh.write(page)
+    storage.write_bytes(storage.join(cfg.output_uri, "report", "mteb.html"), page.encode())
     full = frame[frame["dim"] == frame["dim"].max()]
     for task, part in full.groupby("task"):
         metrics.log_metric(f"{task}_{part['main_score_name'].iloc[0]}", round(float(part["main_score"].mean()), 4))

@@ -133,7 +133,8 @@ def _eval(args, parser) -> int:
     from rich.table import Table
 
     from f2llm import storage
-    from f2llm.evaluation.mteb_adapter import resolve_tasks, run_mteb
+    from f2llm.evaluation.mteb_run import resolve_tasks, run_mteb
+    from f2llm.evaluation.report import mteb_html, mteb_table
 
     try:
         dims = [int(d) for d in args.dims.split(",")] if args.dims else None
@@ -146,9 +147,10 @@ def _eval(args, parser) -> int:
         frame = run_mteb(args.model, tasks, local, name, dims=dims, use_instructions=not args.no_instructions,
                          batch_size=args.batch_size, max_length=args.max_length)
         frame.to_csv(Path(local) / "summary.csv", index=False)
+        (Path(local) / "report.html").write_text(mteb_html(frame, f"{name}: mteb"), encoding="utf-8")
         if local != args.output:
             storage.upload_dir(local, args.output)
-    wide = frame.pivot_table(index=["task", "language"], columns="dim", values="main_score").reset_index()
+    wide = mteb_table(frame)
     table = Table(title=f"mteb: {name}, main score per task, language and Matryoshka dim")
     for col in wide.columns:
         table.add_column(str(col), justify="left" if col in ("task", "language") else "right")
@@ -156,7 +158,7 @@ def _eval(args, parser) -> int:
         table.add_row(row[0], row[1], *(f"{v:.3f}" for v in row[2:]))
     console = Console()
     console.print(table)
-    console.print(f"mteb results: {args.output} (summary.csv beside them)")
+    console.print(f"mteb results: {args.output} (summary.csv and report.html beside them)")
     return 0
 
 

@@ -136,7 +136,7 @@ class TrainConfig(_Strict):
 
 
 class MtebConfig(_Strict):
-    """The exported model through the `mteb` package (`f2llm.evaluation.mteb_adapter`), a step after
+    """The exported model through the `mteb` package (`f2llm.evaluation.mteb_run`), a step after
     export. Datasets load from the Hugging Face cache the step sees (HF_HOME: on a cluster the
     cache PVC, `cluster.cache_pvc`); a cluster without internet needs them placed there first."""
 

@@ -238,3 +238,27 @@ def family_html(results: pd.DataFrame, title: str, k: int = 10) -> str:
 <h2>Matryoshka curve</h2>{_img(matryoshka_curve_png(results, k), "Matryoshka curve")}
 <h2>Per model and dim (mean over languages)</h2>{_table(dim_table(results, k))}
 </body></html>"""
+
+
+def mteb_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """mteb's main score per task and language (rows) and Matryoshka dim (columns)."""
+    wide = summary.pivot_table(index=["task", "language"], columns="dim", values="main_score")
+    wide.columns = [f"dim {d}" for d in wide.columns]
+    return wide.reset_index()
+
+
+def mteb_html(summary: pd.DataFrame, title: str) -> str:
+    """The mteb step's page: per task its main score per language and dim, and the Matryoshka curve
+    (mean over languages) of every task in one chart."""
+    fig, ax = _axes()
+    for task, part in summary.groupby("task"):
+        means = part.groupby("dim")["main_score"].mean()
+        ax.plot(means.index, means.values, marker="o", label=f"{task} ({part['main_score_name'].iloc[0]})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("embedding dim (Matryoshka prefix)")
+    ax.set_ylabel("mean main score over languages")
+    curve = _img(_png(fig, ax, "mteb: Matryoshka curve"), "mteb Matryoshka curve")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>{_STYLE}</head><body>
+<h1>{html.escape(title)}</h1>{curve}
+<h2>Main score per task, language and dim</h2>{_table(mteb_table(summary))}
+</body></html>"""
