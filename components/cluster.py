@@ -19,7 +19,10 @@ STEP_KINDS = {
     # the family pipeline
     "family-students": "data", "export-student": "data", "prune": "gpu", "train-student": "gpu",
     "evaluate-family": "gpu",
+    # the tune pipeline: a worker trains trials (stage 2, one process)
+    "create-study": "data", "tune-worker": "gpu", "tune-best": "data",
 }
+OPTUNA_STEPS = ("create-study", "tune-worker", "tune-best")  # what reads the study storage, in run order
 
 
 def apply_cluster(task: PipelineTask, kind: str, cluster: ClusterConfig, gpus: int | None = None) -> PipelineTask:
@@ -49,4 +52,12 @@ def apply_cluster(task: PipelineTask, kind: str, cluster: ClusterConfig, gpus: i
     task.set_caching_options(cluster.caching)
     if cluster.retries:
         task.set_retry(num_retries=cluster.retries, backoff_duration="60s", backoff_factor=2.0)
+    return task
+
+
+def use_optuna_storage(task: PipelineTask, cluster: ClusterConfig) -> PipelineTask:
+    """$OPTUNA_STORAGE (the study's RDB URL, a secret) from `cluster.optuna_secret` on a tune step."""
+    if cluster.optuna_secret:
+        kubernetes.use_secret_as_env(task, secret_name=cluster.optuna_secret,
+                                     secret_key_to_env={"OPTUNA_STORAGE": "OPTUNA_STORAGE"})
     return task

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from f2llm.components.cluster import STEP_KINDS, apply_cluster
+from f2llm.components.cluster import OPTUNA_STEPS, STEP_KINDS, apply_cluster, use_optuna_storage
 from f2llm.components.local_run import LocalRunFailed, captured_run, strip_ansi
 from f2llm.components.stages import (
     base_model_op,
@@ -52,6 +52,8 @@ class StageNamer:
     def __call__(self, task: PipelineTask, step: str, kind: str | None = None, gpus: int | None = None) -> PipelineTask:
         if self.cluster is not None:
             apply_cluster(task, kind or STEP_KINDS[step], self.cluster, gpus)
+            if step in OPTUNA_STEPS:
+                use_optuna_storage(task, self.cluster)
         return task.set_display_name(step)
 
     def train(self, step: str, config_json, stage: int, dataset, init_model) -> PipelineTask:
@@ -84,12 +86,12 @@ class Front:
     base: PipelineTask
     prepare: PipelineTask
     stage1: PipelineTask
-    stage2: PipelineTask
+    stage2: PipelineTask | None  # None: the tune pipeline trains stage 2 after its study
 
 
-def data_and_teacher(config_json, on_cluster: StageNamer) -> Front:
+def data_and_teacher(config_json, on_cluster: StageNamer, stage2: bool = True) -> Front:
     """ingest -> validate (a task per group of languages) -> merge -> mine -> base model -> prepare -> stage 1
-    -> stage 2, inside a pipeline function."""
+    [-> stage 2], inside a pipeline function."""
     ingest = on_cluster(ingest_op(config_json=config_json), "ingest")
     with dsl.ParallelFor(ingest.outputs["Output"], parallelism=8) as languages:
         check = on_cluster(validate_language_op(
@@ -109,8 +111,35 @@ def data_and_teacher(config_json, on_cluster: StageNamer) -> Front:
         config_json=config_json, accepted=accepted, base_model=base.outputs["model"]
     ), "prepare")
     stage1 = on_cluster.train("train-stage-1", config_json, 1, prepare.outputs["dataset"], base.outputs["model"])
-    stage2 = on_cluster.train("train-stage-2", config_json, 2, prepare.outputs["dataset"], stage1.outputs["model"])
-    return Front(validation, accepted, base, prepare, stage1, stage2)
+    front = Front(validation, accepted, base, prepare, stage1, None)
+    if stage2:
+        front.stage2 = train_stage2(config_json, front, on_cluster)
+    return front
+
+
+def train_stage2(config_json, front: Front, on_cluster: StageNamer) -> PipelineTask:
+    return on_cluster.train("train-stage-2", config_json, 2, front.prepare.outputs["dataset"],
+                            front.stage1.outputs["model"])
+
+
+def evaluate_and_export(config_json, front: Front, stage2: PipelineTask, on_cluster: StageNamer, gate: bool,
+                        mteb: bool, deploy: bool) -> None:
+    """evaluate (against the base model) -> [gate] -> export -> [mteb] [deploy], inside a pipeline function."""
+    evaluate = on_cluster(evaluate_op(
+        config_json=config_json, accepted=front.accepted, base_model=front.base.outputs["model"],
+        trained_model=stage2.outputs["model"], stage1_log=front.stage1.outputs["log"], stage2_log=stage2.outputs["log"],
+    ), "evaluate")
+    export = on_cluster(export_op(
+        config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
+        report=evaluate.outputs["report"], validation_report=front.validation.outputs["report"],
+        validation_summary=front.validation.outputs["per_language"],
+    ), "export")
+    if gate:
+        export.after(on_cluster(gate_op(config_json=config_json, results=evaluate.outputs["results"]), "gate"))
+    if mteb:
+        on_cluster(mteb_op(config_json=config_json, model=export.outputs["model"]), "mteb")
+    if deploy:
+        on_cluster(deploy_op(config_json=config_json, model=export.outputs["model"]), "deploy")
 
 
 def build_pipeline(cluster: ClusterConfig | None = None, deploy: bool = False, gate: bool = False,
@@ -123,28 +152,19 @@ def build_pipeline(cluster: ClusterConfig | None = None, deploy: bool = False, g
     @dsl.pipeline(name="f2llm-v2", description="F2LLM-v2 embedding recipe, end to end")
     def f2llm_pipeline(config_json: str):
         front = data_and_teacher(config_json, on_cluster)
-        stage1, stage2 = front.stage1, front.stage2
-        evaluate = on_cluster(evaluate_op(
-            config_json=config_json, accepted=front.accepted, base_model=front.base.outputs["model"],
-            trained_model=stage2.outputs["model"], stage1_log=stage1.outputs["log"], stage2_log=stage2.outputs["log"],
-        ), "evaluate")
-        export = on_cluster(export_op(
-            config_json=config_json, trained_model=stage2.outputs["model"], results=evaluate.outputs["results"],
-            report=evaluate.outputs["report"], validation_report=front.validation.outputs["report"],
-            validation_summary=front.validation.outputs["per_language"],
-        ), "export")
-        if gate:
-            export.after(on_cluster(gate_op(config_json=config_json, results=evaluate.outputs["results"]), "gate"))
-        if mteb:
-            on_cluster(mteb_op(config_json=config_json, model=export.outputs["model"]), "mteb")
-        if deploy:
-            on_cluster(deploy_op(config_json=config_json, model=export.outputs["model"]), "deploy")
+        evaluate_and_export(config_json, front, front.stage2, on_cluster, gate, mteb, deploy)
 
     return f2llm_pipeline
 
 
 def pipeline_for(cfg: RunConfig, cluster: ClusterConfig | None = None):
-    """The family pipeline when the config has students, else the single-model one."""
+    """The family pipeline when the config has students, the tune pipeline with `tune:`, else the
+    single-model one."""
+    if cfg.tune is not None:
+        from f2llm.components.tune import build_tune_pipeline
+
+        return build_tune_pipeline(cluster, deploy=cfg.deploy is not None, gate=cfg.gate is not None,
+                                   mteb=cfg.eval.mteb is not None)
     if cfg.family is not None:
         from f2llm.components.family import build_family_pipeline
 

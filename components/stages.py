@@ -329,6 +329,68 @@ def mteb_op(config_json: str, model: Input[Model], results: Output[Artifact], su
 
 
 @component
+def create_study_op(config_json: str, run_id: str) -> List[int]:
+    """The run's Optuna study (`tune.study_name`) with tune.trials queued trials -> the worker fan-out."""
+    from f2llm.config import RunConfig
+    from f2llm.tune import create_study, study_name
+
+    cfg = RunConfig.model_validate_json(config_json)
+    study = create_study(cfg, study_name(cfg, run_id))
+    print(f"study {study.study_name}: {len(study.trials)} trials, {cfg.tune.workers} workers")
+    return list(range(cfg.tune.workers))
+
+
+@component
+def tune_worker_op(config_json: str, run_id: str, worker: int, dataset: Input[Dataset], init_model: Input[Model],
+                   accepted: Input[Dataset]) -> int:
+    """One of the study's workers (a pod on a cluster): queued trials until none is left -> trials run."""
+    from pathlib import Path
+
+    import pandas as pd
+    from f2llm.config import RunConfig
+    from f2llm.tune import TrialInputs, run_worker, study_name
+
+    cfg = RunConfig.model_validate_json(config_json)
+    study = study_name(cfg, run_id)
+    inputs = TrialInputs(Path(init_model.path), Path(dataset.path), pd.read_parquet(accepted.path))
+    ran = run_worker(cfg, inputs, study, worker)
+    print(f"worker {worker} of study {study}: {ran} trials")
+    return ran
+
+
+@component
+def tune_best_op(config_json: str, run_id: str, ran: List[int], report: Output[HTML], trials: Output[Markdown],
+                 metrics: Output[Metrics]) -> str:
+    """The study's outcome: Optuna's plots (HTML, also {output_uri}/report/tune.html), a row per
+    trial, and the run's config with the best values (the downstream stage 2 trains with it)."""
+    from f2llm import storage
+    from f2llm.config import RunConfig
+    from f2llm.evaluation.report import markdown_table, tune_html
+    import json
+
+    from f2llm.tune import best_values, load_study, study_name, study_plots, study_summary, trials_frame, tuned_config
+
+    cfg = RunConfig.model_validate_json(config_json)
+    study = study_name(cfg, run_id)
+    found = load_study(cfg, study)
+    frame = trials_frame(found)
+    page = tune_html(frame, study_plots(found), f"{cfg.name}: study {study}", best_values(found))
+    with open(report.path, "w") as fh:
+        fh.write(page)
+    storage.write_bytes(storage.join(cfg.output_uri, "report", "tune.html"), page.encode())
+    storage.write_bytes(storage.join(cfg.output_uri, "report", "tune.json"),
+                        json.dumps(study_summary(cfg, found), indent=2).encode())
+    with open(trials.path, "w") as fh:
+        fh.write(f"# Study {study}\n\n{markdown_table(frame)}\n")
+    for state in ("COMPLETE", "PRUNED", "FAIL"):
+        metrics.log_metric(f"trials_{state.lower()}", int((frame["state"] == state).sum()))
+    metrics.log_metric("best_mean_ndcg", round(float(frame["mean"].max()), 4))
+    metrics.log_metric("steps", int(frame["steps"].sum()))
+    print(f"study {study}: {sum(ran)} trials run by {len(ran)} workers; best {best_values(found)}")
+    return tuned_config(cfg, found).model_dump_json()
+
+
+@component
 def family_students_op(config_json: str) -> List[str]:
     """-> the students' names, for the per-student fan-out."""
     from f2llm.config import RunConfig

@@ -1,5 +1,6 @@
 """`f2llm run` (the whole pipeline locally through kfp.local; the family pipeline when the config
-has `family:`), `f2llm compile` (KFP YAML), `f2llm prune` (a smaller Qwen3 from a checkpoint),
+has `family:`), `f2llm compile` (KFP YAML), `f2llm tune` (an Optuna study over stage 2,
+then the best run), `f2llm prune` (a smaller Qwen3 from a checkpoint),
 `f2llm recipe` (a ready-made run config for one of the eight F2LLM-v2 sizes), `f2llm eval --mteb`
 (an exported model through the mteb harness, every Matryoshka dim), `f2llm plan` (memory
 per GPU by strategy, the GPUs and nodes a size needs), `f2llm serve`
@@ -66,6 +67,33 @@ def _print_results(cfg, seconds: float) -> None:
     console.print(f"model:  {storage.join(cfg.output_uri, 'model')}")
     console.print(f"report: {storage.join(cfg.output_uri, 'report', 'index.html')}")
     console.print(f"done in {seconds:.0f} s")
+
+
+def _print_study(cfg) -> None:
+    """The study this run made: a row per trial, the best values, where the plots and storage are."""
+    import json
+
+    import optuna
+    from rich.console import Console
+    from rich.table import Table
+
+    from f2llm import storage
+    from f2llm.tune import open_storage, storage_url, trials_frame
+
+    summary = json.loads(storage.read_bytes(storage.join(cfg.output_uri, "report", "tune.json")))
+    study = optuna.load_study(study_name=summary["study"], storage=open_storage(storage_url(cfg), cfg.tune))
+    frame = trials_frame(study)
+    table = Table(title=f"Study {summary['study']}: held-out nDCG@{cfg.eval.k} per trial (mean over languages, "
+                        "worst language), optimizer steps spent")
+    for col in frame.columns:
+        table.add_column(str(col), justify="left" if col == "state" else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row))
+    console = Console()
+    console.print(table)
+    console.print(f"best values (stage 2 trained with them): {summary['best']}")
+    console.print(f"plots: {storage.join(cfg.output_uri, 'report', 'tune.html')}")
+    console.print(f"dashboard: optuna-dashboard {summary['storage']}")
 
 
 def _prune(args, parser) -> int:
@@ -246,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--model-control", action="store_true",
                      help="mount /v2/repository load/unload, for holders of the $F2LLM_CONTROL_TOKEN bearer token")
     srv.add_argument("--config", help="YAML with more ServeConfig fields (batching, limits)")
+    tun = sub.add_parser("tune", help="an Optuna study over stage 2, then the best run (the tune pipeline, locally)")
+    tun.add_argument("--config", required=True, help="a run config; its tune: section (or the defaults) sets the search")
+    tun.add_argument("--trials", type=int, help="trials in the study (default: tune.trials)")
+    tun.add_argument("--workers", type=int, help="parallel workers pulling trials (default: tune.workers)")
+    tun.add_argument("--storage", help="Optuna RDB URL (default: $OPTUNA_STORAGE, else SQLite under output_uri)")
+    tun.add_argument("--compile", metavar="OUTPUT", help="write the tune pipeline as KFP YAML instead of running it")
     sbm = sub.add_parser("submit", help="register the pipeline with KFP (new version if it exists) and start a run")
     sbm.add_argument("--config", required=True)
     sbm.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
@@ -298,6 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     from f2llm.config import load_config
 
     cfg = load_config(args.config)
+    if args.command == "tune":
+        tune = {"trials": args.trials, "workers": args.workers, "storage": args.storage}
+        try:
+            cfg = cfg.with_values({"tune": (cfg.tune.model_dump(mode="json") if cfg.tune else {})
+                                   | {k: v for k, v in tune.items() if v is not None}})
+        except ValueError as error:
+            parser.error(str(error))
+        if args.compile:
+            print(compile_pipeline(cfg, args.compile))
+            return 0
     if args.command == "submit":
         from f2llm.cluster.submit import apply_overrides, submit
 
@@ -319,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {failed}", file=sys.stderr)
         print(f"full log: {failed.log}")
         return 1
+    if cfg.tune is not None:
+        _print_study(cfg)
     _print_results(cfg, time.perf_counter() - started)
     print(f"full log: {log}")
     return 0

@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from f2llm.tasks import TASKS, TaskType
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -126,13 +128,23 @@ class TrainConfig(_Strict):
     # The same positive text twice in a global batch is one in-batch column: otherwise a query is
     # pushed away from its own positive's copy (an in-batch false negative). Not in the published code.
     mask_duplicate_positives: bool = True
+    # hard negatives a row brings to the loss, per task type; unset: the recipe's (tasks.TASKS: 7 retrieval
+    # and bitext, 9 clustering, 1 classification). Every row must store at least that many.
+    hard_negatives: dict[Literal["retrieval", "bitext", "clustering", "classification"], int] = {}
     seed: int = 0
 
     @model_validator(mode="after")
     def _offload_needs_fsdp(self) -> "TrainConfig":
         if self.cpu_offload and self.strategy != "fsdp":
             raise ValueError("train.cpu_offload needs train.strategy: fsdp")
+        bad = {task: k for task, k in self.hard_negatives.items() if k < 1}
+        if bad:
+            raise ValueError(f"train.hard_negatives must be at least 1, not {bad}")
         return self
+
+    def negatives_for(self, task: str) -> int:
+        """Hard negatives a row of `task` brings to the loss: this config's, else the recipe's."""
+        return self.hard_negatives.get(task, TASKS[TaskType(task)].hard_negatives)
 
 
 class MtebConfig(_Strict):
@@ -234,6 +246,9 @@ class ClusterConfig(_Strict):
     s3_region: str = "us-east-1"
     s3_secret: str | None = "f2llm-s3"  # a Secret in the runs' namespace holding the keys below
     s3_secret_keys: dict[str, str] = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+    # The tune pipeline's study storage: OPTUNA_STORAGE from this Secret (the chart's PostgreSQL, or
+    # optuna.external.existingSecret); None: tune.storage must name it.
+    optuna_secret: str | None = "f2llm-optuna"
     # KFP's own artifacts (each task's inputs and outputs): None keeps KFP's artifact store (its
     # kfp-launcher's root); an s3:// URI here is given to each run by `f2llm submit`.
     pipeline_root: str | None = None
@@ -320,6 +335,56 @@ class FamilyConfig(_Strict):
         return next(s for s in self.students if s.name == name)
 
 
+class SearchParam(_Strict):
+    """One searched config field: a float or int range (`log`: log-uniform) or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False  # whole numbers in [low, high]
+    choices: list[float | int | str] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self):
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("a search parameter takes either low and high or choices")
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError(f"a log-uniform range starts above 0, not at {self.low}")
+        return self
+
+
+def _default_space() -> dict[str, SearchParam]:
+    return {
+        "train.stage2.lr": SearchParam(low=1e-5, high=5e-3, log=True),
+        "train.temperature": SearchParam(low=0.01, high=0.1, log=True),
+        "train.stage2.batch_size": SearchParam(choices=[8, 16, 32]),  # the global batch (queries)
+        "train.hard_negatives.retrieval": SearchParam(low=1, high=7, integer=True),
+        "train.stage2.warmup_ratio": SearchParam(low=0.0, high=0.2),
+    }
+
+
+class TuneConfig(_Strict):
+    """`f2llm tune`: an Optuna study of stage 2 from the run's stage-1 model (`f2llm.tune`).
+
+    Each key of `space` is a config path (as `--set` takes them); a trial trains stage 2 with its
+    values and is scored on the held-out retrieval rows (nDCG@k at full dim): the mean over
+    languages, and with `objectives: mean+worst` also the worst language (a Pareto front)."""
+
+    trials: int = Field(8, ge=1)
+    workers: int = Field(2, ge=1)  # parallel trial pullers (pods on a cluster)
+    study: str | None = None  # default: the run's name
+    storage: str | None = None  # RDB URL; None: $OPTUNA_STORAGE, else SQLite under output_uri
+    objectives: Literal["mean", "mean+worst"] = "mean"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    eval_every: int = Field(10, ge=1)  # optimizer steps between intermediate evaluations (pruning)
+    seed: int = 0
+    heartbeat_s: int = Field(10, ge=1)  # a RUNNING trial silent for 2x this is failed and retried
+    max_retry: int = Field(1, ge=0)
+    space: dict[str, SearchParam] = Field(default_factory=_default_space)
+
+
 class RunConfig(_Strict):
     name: str = "f2llm"
     data: DataConfig
@@ -334,6 +399,7 @@ class RunConfig(_Strict):
     family: FamilyConfig | None = None  # pruned, distilled students: the family pipeline
     gate: GateConfig | None = None  # the quality gate before export; None: every trained model is exported
     deploy: DeployConfig | None = None  # the deploy step (a cluster with KServe); None: export only
+    tune: TuneConfig | None = None  # `f2llm tune`: the search over stage 2 (none: no tune pipeline)
 
     def student_training(self, name: str, teacher: str) -> TrainConfig:
         """A student's TrainConfig: stage 2 only (its own settings, else the run's), distilled from
@@ -351,6 +417,19 @@ class RunConfig(_Strict):
     def _dns_name(cls, v: str) -> str:
         return _dns(v)
 
+    def with_values(self, values: dict[str, object]) -> RunConfig:
+        """This config with `{"a.b.c": value}` set, validated again (errors name the path)."""
+        data = self.model_dump(mode="json")
+        for path, value in values.items():
+            node = data
+            *parents, leaf = path.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise ValueError(f"{path!r}: {key!r} is not a section of the config")
+                node = node[key]
+            node[leaf] = value
+        return RunConfig.model_validate(data)
+
     def local_paths(self) -> dict[str, str]:
         """The fields naming a path on this machine: a cluster's pods cannot read them."""
         fields = {"data.uri": self.data.uri, "output_uri": self.output_uri, "model.base": self.model.base,
@@ -359,6 +438,26 @@ class RunConfig(_Strict):
                   "gate.reference": self.gate.reference if self.gate and self.gate.reference != "base" else None}
         return {k: v for k, v in fields.items()
                 if v and ("://" not in v or v.startswith("file://")) and v != "tiny" and not v.startswith("package:")}
+
+    @model_validator(mode="after")
+    def _searchable_space(self) -> RunConfig:
+        """tune.space: stage-2 training fields only (a trial starts from the stage-1 model), each
+        taking its range's values (checked with the low end or the first choice)."""
+        if self.tune is None:
+            return self
+        if self.family is not None:
+            raise ValueError("tune: searches a single model's stage 2; a family run has no tune pipeline")
+        data = self.model_dump(mode="json") | {"tune": None}
+        for path, param in self.tune.space.items():
+            if not path.startswith("train.") or path.startswith("train.stage1."):
+                raise ValueError(f"tune.space: {path!r} is not a stage-2 training field (train.stage2.*, "
+                                 "train.temperature, train.hard_negatives.<task>, ...)")
+            example = param.choices[0] if param.choices is not None else (int(param.low) if param.integer else param.low)
+            try:
+                RunConfig.model_validate(data).with_values({path: example})
+            except ValueError as error:
+                raise ValueError(f"tune.space: {path!r} cannot take {example!r}: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _deploy_single_model(self) -> RunConfig:

@@ -69,3 +69,9 @@ nodeSelector: {{- toYaml . | nindent 2 }}
 tolerations: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The Secret whose key OPTUNA_STORAGE is the study storage's URL; empty with optuna.database none. */}}
+{{- define "f2llm.optunaSecret" -}}
+{{- if eq .Values.optuna.database "external" -}}{{ required "optuna.external.existingSecret is required" .Values.optuna.external.existingSecret }}
+{{- else if eq .Values.optuna.database "postgres" -}}{{ printf "%s-optuna" (include "f2llm.fullname" .) }}{{- end -}}
+{{- end -}}

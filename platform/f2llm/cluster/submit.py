@@ -49,20 +49,14 @@ class KfpTooOld(RuntimeError):
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
-    """`a.b.c=value` pairs onto a validated config, validated again."""
-    data = cfg.model_dump(mode="json")
+    """`a.b.c=value` pairs (values are YAML) onto a validated config, validated again."""
+    values = {}
     for item in overrides:
         path, sep, raw = item.partition("=")
         if not sep or not path:
             raise ValueError(f"override {item!r} is not key.path=value")
-        node = data
-        *parents, leaf = path.split(".")
-        for key in parents:
-            if not isinstance(node.get(key), dict):
-                raise ValueError(f"override {item!r}: {key!r} is not a section of the config")
-            node = node[key]
-        node[leaf] = yaml.safe_load(raw)
-    return RunConfig.model_validate(data)
+        values[path] = yaml.safe_load(raw)
+    return cfg.with_values(values)
 
 
 def kfp_pipeline_root(cluster: ClusterConfig) -> str | None:

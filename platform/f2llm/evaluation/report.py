@@ -262,3 +262,13 @@ def mteb_html(summary: pd.DataFrame, title: str) -> str:
 <h1>{html.escape(title)}</h1>{curve}
 <h2>Main score per task, language and dim</h2>{_table(mteb_table(summary))}
 </body></html>"""
+
+
+def tune_html(trials: pd.DataFrame, plots: dict[str, bytes], title: str, best: dict) -> str:
+    """The tune step's page: the best values, Optuna's plots and a row per trial."""
+    shown = "".join(f"<h2>{html.escape(name)}</h2>{_img(png, name)}" for name, png in plots.items())
+    chosen = pd.DataFrame({"config path": list(best), "value": list(best.values())})
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>{_STYLE}</head><body>
+<h1>{html.escape(title)}</h1><h2>Best values (stage 2 trains with these)</h2>{_table(chosen)}{shown}
+<h2>Trials</h2>{_table(trials)}
+</body></html>"""

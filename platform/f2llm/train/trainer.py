@@ -23,6 +23,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,10 +154,10 @@ def backward(
     return loss.detach(), parts
 
 
-def check_negative_counts(table: pd.DataFrame, path: Path) -> None:
+def check_negative_counts(table: pd.DataFrame, path: Path, cfg: TrainConfig) -> None:
     """Every row must hold at least its task's count of hard negatives: a batch takes exactly that
     many per row, and taking the batch's smallest count would let one row cut it for all."""
-    needed = table["task"].map(lambda task: TASKS[TaskType(task)].hard_negatives)
+    needed = table["task"].map(cfg.negatives_for)
     have = table["negative_ids"].map(len)
     short = table.index[have < needed]
     if len(short):
@@ -170,8 +171,10 @@ def check_negative_counts(table: pd.DataFrame, path: Path) -> None:
 
 def train_stage(
     init_dir: str | Path, data_dir: str | Path, stage: int, cfg: TrainConfig, max_length: int,
-    out_dir: str | Path, log_path: str | Path,
+    out_dir: str | Path, log_path: str | Path, on_step: Callable[[int, Encoder], None] | None = None,
 ) -> dict:
+    """One stage -> its summary. `on_step(step, encoder)` runs after every optimizer step (one
+    process only: the tuner's intermediate evaluations); what it raises ends the stage."""
     stage_cfg = cfg.stage1 if stage == 1 else cfg.stage2
     if stage_cfg is None:
         raise ValueError(f"stage {stage} is not configured")
@@ -200,7 +203,7 @@ def train_stage(
         teacher = Encoder.load(cfg.teacher, **options).to(device).requires_grad_(False).eval()
     table_path = Path(data_dir) / f"stage{stage}.parquet"
     table = pd.read_parquet(table_path)
-    check_negative_counts(table, table_path)
+    check_negative_counts(table, table_path, cfg)
     corpus = pd.read_parquet(Path(data_dir) / "corpus.parquet")["input_ids"].map(list).tolist()
     hidden = encoder.hidden_size
     dims = matryoshka_dims(hidden) if cfg.matryoshka else [hidden]
@@ -242,7 +245,7 @@ def train_stage(
                 every = table.iloc[list(batch.rows)]
                 task = TaskType(every["task"].iloc[0])
                 spec = TASKS[task]
-                k = spec.hard_negatives  # every row holds at least this many (checked at set-up)
+                k = cfg.negatives_for(task.value)  # every row holds at least this many (checked at set-up)
                 drawn = [rng.sample(list(n), k) for n in every["negative_ids"]]  # whole batch, every rank
                 share = distributed.local_slice(len(every), rank, world)
                 rows, negatives, b = every.iloc[share], drawn[share], share.stop - share.start
@@ -276,6 +279,8 @@ def train_stage(
                 log.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update()
+                if on_step is not None:
+                    on_step(step, encoder)
                 if cfg.checkpoint_uri and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     log.flush()
                     state = {"step": step, "position": [epoch, index + 1], "rng": rng.getstate()}
