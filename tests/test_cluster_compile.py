@@ -11,7 +11,9 @@ import yaml
 from f2llm.components.cluster import STEP_KINDS
 from f2llm.components.family import STAGES as FAMILY_STAGES
 from f2llm.components.pipeline import compile_pipeline, stage_names
-from f2llm.config import ClusterConfig, GateConfig, MtebConfig, load_config
+from f2llm.components.tune import WORKER_PARALLELISM
+from f2llm.components.tune import stage_names as tune_stage_names
+from f2llm.config import ClusterConfig, GateConfig, MtebConfig, TuneConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +25,7 @@ def compiled(tmp_path, cfg):
     }}
     by_step = {t["taskInfo"]["name"]: t for t in tasks.values() if t["taskInfo"]["name"] in STEP_KINDS}
     # every stage, the per-language (and per-student) fan-outs included
-    assert set(by_step) == set(FAMILY_STAGES if cfg.family else stage_names(cfg))
+    assert set(by_step) == set(FAMILY_STAGES if cfg.family else tune_stage_names(cfg) if cfg.tune else stage_names(cfg))
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if platform else {}
     for step, task in by_step.items():
@@ -98,3 +100,38 @@ def test_the_cluster_demo_is_cpu_only_and_ends_with_the_gated_deploy(tmp_path):
     for step, (_, container, k8s) in steps.items():
         assert "accelerator" not in container["resources"] and "nodeSelector" not in k8s, step
         assert container["image"] == "ghcr.io/f2llm/f2llm-data:0.1.0" and "pvcMount" not in k8s
+
+
+def test_the_tune_pipeline_fans_out_workers_that_read_the_study_storage(tmp_path):
+    """create-study's list drives a ParallelFor of tune-worker pods (GPU kind, at most
+    WORKER_PARALLELISM at once); the three Optuna steps, and only they, get OPTUNA_STORAGE from
+    the cluster's Optuna Secret; stage 2 then trains with tune-best's config."""
+    cfg = load_config(ROOT / "configs" / "recipes" / "0-6b.yaml")
+    cfg.tune = TuneConfig(trials=12, workers=4)
+    cfg.cluster.optuna_secret = "team-optuna"
+    seen = {}
+    for step, task, container, k8s in compiled(tmp_path, cfg):
+        seen[step] = task
+        storage = [s for s in k8s.get("secretAsEnv", []) if s["secretName"] == "team-optuna"]
+        if step in ("create-study", "tune-worker", "tune-best"):
+            assert storage[0]["keyToEnv"] == [{"secretKey": "OPTUNA_STORAGE", "envVar": "OPTUNA_STORAGE"}], step
+        else:
+            assert not storage, step
+        if step == "tune-worker":
+            assert container["resources"]["accelerator"]["resourceCount"] == "1"  # a trial is one GPU's job
+    assert STEP_KINDS["tune-worker"] == "gpu" and STEP_KINDS["create-study"] == STEP_KINDS["tune-best"] == "data"
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    loops = [t for t in spec["root"]["dag"]["tasks"].values()
+             if t.get("parameterIterator", {}).get("items", {}).get("inputParameter") and "create-study-op" in str(
+                 t["inputs"]["parameters"])]
+    assert len(loops) == 1  # the other loop is the per-language validation
+    loop = loops[0]
+    iterated = loop["parameterIterator"]["items"]["inputParameter"]
+    assert loop["inputs"]["parameters"][iterated]["taskOutputParameter"] == {"outputParameterKey": "Output",
+                                                                             "producerTask": "create-study-op"}
+    assert loop["iteratorPolicy"]["parallelismLimit"] == WORKER_PARALLELISM
+    inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert [t["taskInfo"]["name"] for t in inner.values()] == ["tune-worker"]
+    stage2 = seen["train-stage-2"]["inputs"]["parameters"]["config_json"]
+    assert stage2["taskOutputParameter"]["producerTask"] == "tune-best-op"  # trained with the best values
+    assert loop["taskInfo"]["name"] in seen["tune-best"]["dependentTasks"]  # after every worker

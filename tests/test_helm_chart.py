@@ -318,3 +318,40 @@ def test_the_predictor_runtime_args_parse_with_our_cli():
 def test_schema_rejects_bad_values(values, word):
     with pytest.raises(helm_python.HelmError, match=word):
         render(copy.deepcopy(values))
+
+
+def test_the_tune_steps_reach_the_study_database(rendered):
+    """The tune pipeline's steps run in the runs' namespace and read OPTUNA_STORAGE from the
+    Secret the registered config names: it sits there (the same password as the server's), its
+    URL opens with a driver we ship, and the database's NetworkPolicy admits that namespace."""
+    from f2llm.config import TuneConfig
+    from f2llm.tune import storage_url
+
+    name, objects = rendered
+    cfg = run_config(objects)
+    if cfg is None:
+        return
+    runs = runs_namespace(VALUE_SETS[name])
+    database = VALUE_SETS[name].get("optuna", {}).get("database", "postgres")
+    if database == "external":
+        assert cfg.cluster.optuna_secret == "team-optuna-url" and not find(objects, "Secret", "team-optuna-url")
+        return
+    if database == "none":
+        assert cfg.cluster.optuna_secret is None
+        return
+    secrets = find(objects, "Secret", cfg.cluster.optuna_secret)
+    assert {s["metadata"]["namespace"] for s in secrets} == {"ml", runs}
+    urls = {base64.b64decode(s["data"]["OPTUNA_STORAGE"]).decode() for s in secrets}
+    passwords = {base64.b64decode(s["data"]["POSTGRES_PASSWORD"]).decode() for s in secrets}
+    assert len(urls) == 1 and len(passwords) == 1
+    url = urls.pop()
+    assert url == f"postgresql+psycopg://optuna:{passwords.pop()}@f2llm-optuna-db.ml.svc:5432/optuna"
+    probe = RunConfig.model_validate({"data": {"uri": "s3://d/x"}, "output_uri": "s3://d/out", "tune": TuneConfig(storage=url)})
+    assert storage_url(probe) == url
+    service = find(objects, "Service", "f2llm-optuna-db")[0]
+    assert service["metadata"]["namespace"] == "ml"
+    if VALUE_SETS[name].get("networkPolicies", {}).get("enabled", True):
+        policy = find(objects, "NetworkPolicy", "f2llm-optuna-db")[0]
+        admitted = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    for p in policy["spec"]["ingress"][0]["from"] if "namespaceSelector" in p}
+        assert runs in admitted and {"podSelector": {}} in policy["spec"]["ingress"][0]["from"]

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "platform" / "f2llm"
 
 # Lower concerns first; a module may import its own concern and anything below it.
-LAYERS = ["edge", "kernels", "model", "data", "train", "evaluation", "serve", "components", "cluster", "cli"]
+LAYERS = ["edge", "kernels", "model", "data", "train", "evaluation", "tune", "serve", "components", "cluster", "cli"]
 EDGE = {"config", "storage", "kube", "tasks"}  # the shared vocabulary (and the store and Kubernetes clients) at the top of the package
 
 

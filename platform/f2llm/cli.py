@@ -85,8 +85,9 @@ def _print_study(cfg) -> None:
     frame = trials_frame(study)
     table = Table(title=f"Study {summary['study']}: held-out nDCG@{cfg.eval.k} per trial (mean over languages, "
                         "worst language), optimizer steps spent")
-    for col in frame.columns:
-        table.add_column(str(col), justify="left" if col == "state" else "right")
+    for col in frame.columns:  # config paths by their last parts: lr, temperature, hard_negatives.retrieval
+        name = str(col).removeprefix("train.").removeprefix("stage2.")
+        table.add_column(name, justify="left" if col == "state" else "right", overflow="fold")
     for row in frame.itertuples(index=False):
         table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row))
     console = Console()

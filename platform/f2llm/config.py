@@ -354,6 +354,13 @@ class SearchParam(_Strict):
             raise ValueError(f"a log-uniform range starts above 0, not at {self.low}")
         return self
 
+    def contains(self, value) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.integer and value != int(value)):
+            return False
+        return self.low <= value <= self.high
+
 
 def _default_space() -> dict[str, SearchParam]:
     return {
@@ -383,6 +390,21 @@ class TuneConfig(_Strict):
     heartbeat_s: int = Field(10, ge=1)  # a RUNNING trial silent for 2x this is failed and retried
     max_retry: int = Field(1, ge=0)
     space: dict[str, SearchParam] = Field(default_factory=_default_space)
+    # the first trials' values (Optuna's enqueue_trial): a known baseline, e.g. the recipe's; the
+    # sampler fills any path a row leaves out
+    enqueue: list[dict[str, float | int | str]] = []
+
+    @model_validator(mode="after")
+    def _enqueued_in_space(self) -> TuneConfig:
+        if len(self.enqueue) > self.trials:
+            raise ValueError(f"tune.enqueue: {len(self.enqueue)} rows for {self.trials} trials")
+        for i, row in enumerate(self.enqueue):
+            for path, value in row.items():
+                if path not in self.space:
+                    raise ValueError(f"tune.enqueue[{i}]: {path!r} is not in tune.space")
+                if not self.space[path].contains(value):
+                    raise ValueError(f"tune.enqueue[{i}]: {path}={value!r} is outside its search range")
+        return self
 
 
 class RunConfig(_Strict):
