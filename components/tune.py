@@ -17,6 +17,7 @@ from f2llm.config import ClusterConfig, RunConfig
 from kfp import dsl
 
 WORKER_PARALLELISM = 16  # the most workers that run at once; tune.workers sets how many there are
+WORKER_RETRIES = 3  # a tune-worker pod's retries whatever cluster.retries says: pods get evicted
 
 
 def stage_names(cfg: RunConfig) -> tuple[str, ...]:
@@ -40,6 +41,8 @@ def build_tune_pipeline(cluster: ClusterConfig | None = None, deploy: bool = Fal
                 config_json=config_json, run_id=run_id, worker=worker, dataset=front.prepare.outputs["dataset"],
                 init_model=front.stage1.outputs["model"], accepted=front.accepted,
             ), "tune-worker")
+            if cluster is not None:  # an evicted worker's trial is retried in the study; the pod must be too,
+                pulled.set_retry(num_retries=max(cluster.retries, WORKER_RETRIES))  # or tune-best never runs
         best = on_cluster(tune_best_op(config_json=config_json, run_id=run_id, ran=dsl.Collected(pulled.output)),
                           "tune-best")
         tuned = best.outputs["Output"]

@@ -11,7 +11,7 @@ import yaml
 from f2llm.components.cluster import STEP_KINDS
 from f2llm.components.family import STAGES as FAMILY_STAGES
 from f2llm.components.pipeline import compile_pipeline, stage_names
-from f2llm.components.tune import WORKER_PARALLELISM
+from f2llm.components.tune import WORKER_PARALLELISM, WORKER_RETRIES
 from f2llm.components.tune import stage_names as tune_stage_names
 from f2llm.config import ClusterConfig, GateConfig, MtebConfig, TuneConfig, load_config
 
@@ -119,6 +119,7 @@ def test_the_tune_pipeline_fans_out_workers_that_read_the_study_storage(tmp_path
             assert not storage, step
         if step == "tune-worker":
             assert container["resources"]["accelerator"]["resourceCount"] == "1"  # a trial is one GPU's job
+            assert task["retryPolicy"]["maxRetryCount"] == WORKER_RETRIES > cfg.cluster.retries
     assert STEP_KINDS["tune-worker"] == "gpu" and STEP_KINDS["create-study"] == STEP_KINDS["tune-best"] == "data"
     spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     loops = [t for t in spec["root"]["dag"]["tasks"].values()

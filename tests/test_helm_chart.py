@@ -320,7 +320,7 @@ def test_schema_rejects_bad_values(values, word):
         render(copy.deepcopy(values))
 
 
-def test_the_tune_steps_reach_the_study_database(rendered):
+def test_the_tune_steps_reach_the_study_database(rendered, monkeypatch):
     """The tune pipeline's steps run in the runs' namespace and read OPTUNA_STORAGE from the
     Secret the registered config names: it sits there (the same password as the server's), its
     URL opens with a driver we ship, and the database's NetworkPolicy admits that namespace."""
@@ -346,7 +346,8 @@ def test_the_tune_steps_reach_the_study_database(rendered):
     assert len(urls) == 1 and len(passwords) == 1
     url = urls.pop()
     assert url == f"postgresql+psycopg://optuna:{passwords.pop()}@f2llm-optuna-db.ml.svc:5432/optuna"
-    probe = RunConfig.model_validate({"data": {"uri": "s3://d/x"}, "output_uri": "s3://d/out", "tune": TuneConfig(storage=url)})
+    monkeypatch.setenv("OPTUNA_STORAGE", url)  # what the step's env holds
+    probe = RunConfig.model_validate({"data": {"uri": "s3://d/x"}, "output_uri": "s3://d/out", "tune": TuneConfig()})
     assert storage_url(probe) == url
     service = find(objects, "Service", "f2llm-optuna-db")[0]
     assert service["metadata"]["namespace"] == "ml"

@@ -87,12 +87,12 @@ def inputs(tmp_path_factory, sample_rows, tiny_model_dir) -> tune.TrialInputs:
     return tune.TrialInputs(tiny_model_dir, out / "data", rows)
 
 
-def config(tmp_path, storage: str | None = None, **tune_fields) -> RunConfig:
+def config(tmp_path, **tune_fields) -> RunConfig:
     return RunConfig.model_validate({
         "name": "tune-test", "data": {"uri": "unused"}, "output_uri": str(tmp_path / "run"), "model": {"max_length": 64},
         "train": {"stage1": None, "stage2": {"epochs": 1, "lr": 1e-3, "batch_size": 8, "warmup_ratio": 0.1,
                                              "max_steps": 12}},
-        "tune": {"trials": 4, "workers": 2, "heartbeat_s": 1, "eval_every": 4, "storage": storage, "pruner": "none",
+        "tune": {"trials": 4, "workers": 2, "heartbeat_s": 1, "eval_every": 4, "pruner": "none",
                  "space": {"train.stage2.lr": {"low": 1e-4, "high": 3e-3, "log": True},
                            "train.temperature": {"low": 0.02, "high": 0.1, "log": True}}} | tune_fields,
     })
@@ -129,10 +129,11 @@ def assert_settled(study: optuna.Study, trials: int) -> list[optuna.trial.Frozen
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_two_workers_run_exactly_the_queued_trials(tmp_path, inputs, backend, request):
-    storage = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
-    cfg = config(tmp_path, storage)
-    assert tune.storage_url(cfg).startswith("sqlite:///" if storage is None else "postgresql+psycopg://")
+def test_two_workers_run_exactly_the_queued_trials(tmp_path, inputs, backend, request, monkeypatch):
+    if backend == "postgresql":  # as on a cluster: the URL, password and all, from the environment
+        monkeypatch.setenv("OPTUNA_STORAGE", request.getfixturevalue("postgres_url"))
+    cfg = config(tmp_path)
+    assert tune.storage_url(cfg).startswith("sqlite:///" if backend == "sqlite" else "postgresql+psycopg://")
     tune.create_study(cfg)
     tune.create_study(cfg)  # the step retried: the study is found, no trial queued twice
     workers = [start_worker(tmp_path, cfg, inputs, i) for i in range(2)]
@@ -146,7 +147,7 @@ def test_two_workers_run_exactly_the_queued_trials(tmp_path, inputs, backend, re
     for t in counted:
         assert 1e-4 <= t.params["train.stage2.lr"] <= 3e-3 and 0.02 <= t.params["train.temperature"] <= 0.1
         assert 0 <= t.value <= 1 and t.user_attrs["steps"] == 12 and t.user_attrs["worst"] <= t.value
-        assert sorted(t.intermediate_values) == [4, 8, 12]
+        assert sorted(t.intermediate_values) == [32, 64, 96]  # keyed by queries seen: every 4 steps of 8
     summary = tune.study_summary(cfg, study)
     assert summary["trials"] == {"COMPLETE": 4} and summary["steps"] == 48
     assert "pw-Not-In-Reports" not in json.dumps(summary)  # a URL with credentials is shown as its variable
@@ -176,10 +177,11 @@ def test_a_trial_scores_what_its_values_train_to(tmp_path, inputs):
     assert len(log) == 12 and log["loss"].notna().all()
 
 
-def test_sigkill_of_a_worker_mid_trial_loses_no_trial(tmp_path, inputs, postgres_url):
+def test_sigkill_of_a_worker_mid_trial_loses_no_trial(tmp_path, inputs, postgres_url, monkeypatch):
     """A worker (a pod evicted) killed while its trial is RUNNING: its heartbeat stops, the other
     worker fails the stale trial and runs its retry (same values); the study ends with 3 COMPLETE."""
-    cfg = config(tmp_path, postgres_url, trials=3, study="killed-worker")
+    monkeypatch.setenv("OPTUNA_STORAGE", postgres_url)
+    cfg = config(tmp_path, trials=3, study="killed-worker")
     cfg.train.stage2.max_steps = 60  # long enough to be caught mid-trial
     tune.create_study(cfg)
     victim = start_worker(tmp_path, cfg, inputs, 0)
@@ -202,6 +204,43 @@ def test_sigkill_of_a_worker_mid_trial_loses_no_trial(tmp_path, inputs, postgres
     assert killed.state == TrialState.FAIL
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == running[0].number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
+
+
+def test_a_stalled_worker_whose_trial_was_retried_goes_on(tmp_path, inputs):
+    """A worker frozen (SIGSTOP: a stalled node) past the grace period: another worker fails its
+    trial and runs the retry. Thawed, the first finds its trial FAIL under it, and carries on
+    instead of crashing the pod; the study still ends with 3 COMPLETE."""
+    cfg = config(tmp_path, trials=3, study="stalled-worker")
+    cfg.train.stage2.max_steps = 60
+    tune.create_study(cfg)
+    frozen = start_worker(tmp_path, cfg, inputs, 0)
+    deadline = time.time() + WAIT_S
+    while not [t for t in tune.load_study(cfg).get_trials(states=(TrialState.RUNNING,))
+               if t.user_attrs.get("worker", "").endswith(f":{frozen.pid}")]:
+        assert frozen.poll() is None and time.time() < deadline, "the worker never started a trial"
+        time.sleep(0.2)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    time.sleep(3 * cfg.tune.heartbeat_s)  # past the grace period (2 heartbeats)
+    other = start_worker(tmp_path, cfg, inputs, 1)
+    deadline = time.time() + WAIT_S
+    while not any(t.system_attrs.get("failed_trial") is not None for t in tune.load_study(cfg).trials):
+        assert time.time() < deadline, "the stalled trial was never failed and retried"
+        time.sleep(0.2)
+    os.kill(frozen.pid, signal.SIGCONT)
+    out = finish(frozen)
+    assert "failed this trial under us" in out
+    finish(other)
+    assert_settled(tune.load_study(cfg), 3)
+
+
+def test_a_study_named_again_is_topped_up_not_requeued(tmp_path):
+    cfg = config(tmp_path, trials=2, study="extended")
+    tune.create_study(cfg)
+    tune.create_study(cfg)  # the step retried
+    assert len(tune.load_study(cfg).get_trials(states=(TrialState.WAITING,))) == 2
+    cfg.tune.trials = 5  # the same study, asked for more
+    tune.create_study(cfg)
+    assert len(tune.load_study(cfg).get_trials(states=(TrialState.WAITING,))) == 5
 
 
 def test_failing_trials_do_not_stop_the_study(tmp_path, inputs):
@@ -240,7 +279,7 @@ def test_the_pruner_stops_trials_below_the_median(tmp_path, inputs):
     for t in pruned:
         assert t.state == TrialState.PRUNED, t
         step, value = max(t.intermediate_values.items())
-        assert t.user_attrs["steps"] == step == 4  # stopped at the first report past warm-up
+        assert step == 32 and t.user_attrs["steps"] == 4  # stopped at the first report past warm-up
         assert value < pd.Series([f.intermediate_values[step] for f in full]).median()  # MedianPruner's rule
 
 
@@ -258,6 +297,8 @@ def test_the_pruner_stops_trials_below_the_median(tmp_path, inputs):
     ({"enqueue": [{"train.stage1.lr": 1e-4}]}, "'train.stage1.lr' is not in tune.space"),
     ({"pruner": "sometimes"}, "pruner"),
     ({"trials": 0}, "trials"),
+    ({"storage": "postgresql://u:hunter2@db/optuna"}, "give it as $OPTUNA_STORAGE"),
+    ({"storage": "not a url"}, "is not a database URL"),
 ])
 def test_a_bad_tune_section_is_refused_naming_the_field(tmp_path, tune_section, words):
     from f2llm.config import load_config
@@ -275,6 +316,8 @@ def test_storage_urls(tmp_path, monkeypatch):
     monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u:secret@db:5432/optuna")  # the chart's Secret, as env
     assert tune.storage_url(cfg) == "postgresql+psycopg://u:secret@db:5432/optuna"  # psycopg 3, the driver we ship
     assert tune.shown_url(tune.storage_url(cfg)) == "$OPTUNA_STORAGE"
+    assert tune.shown_url("postgresql+psycopg://db/optuna?user=u&password=secret") == "$OPTUNA_STORAGE"
+    assert tune.shown_url("postgresql+psycopg://u@db/optuna") == "postgresql+psycopg://u@db/optuna"  # no secret in it
     cfg.tune.storage = "mysql+pymysql://elsewhere/optuna"  # the run config's own wins
     assert tune.storage_url(cfg) == cfg.tune.storage
     monkeypatch.delenv("OPTUNA_STORAGE")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import time
 
@@ -92,9 +93,10 @@ def _print_study(cfg) -> None:
         table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row))
     console = Console()
     console.print(table)
-    console.print(f"best values (stage 2 trained with them): {summary['best']}")
-    console.print(f"plots: {storage.join(cfg.output_uri, 'report', 'tune.html')}")
-    console.print(f"dashboard: optuna-dashboard {summary['storage']}")
+    # unwrapped: the paths and the command stay copy-pasteable
+    console.print(f"best values (stage 2 trained with them): {summary['best']}", soft_wrap=True)
+    console.print(f"plots: {storage.join(cfg.output_uri, 'report', 'tune.html')}", soft_wrap=True)
+    console.print(f"dashboard: optuna-dashboard {summary['storage']}", soft_wrap=True, markup=False)
 
 
 def _prune(args, parser) -> int:
@@ -279,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--config", required=True, help="a run config; its tune: section (or the defaults) sets the search")
     tun.add_argument("--trials", type=int, help="trials in the study (default: tune.trials)")
     tun.add_argument("--workers", type=int, help="parallel workers pulling trials (default: tune.workers)")
-    tun.add_argument("--storage", help="Optuna RDB URL (default: $OPTUNA_STORAGE, else SQLite under output_uri)")
+    tun.add_argument("--storage", help="Optuna RDB URL, passed to the steps as $OPTUNA_STORAGE (default: tune.storage, "
+                     "else $OPTUNA_STORAGE, else SQLite under output_uri)")
     tun.add_argument("--compile", metavar="OUTPUT", help="write the tune pipeline as KFP YAML instead of running it")
     sbm = sub.add_parser("submit", help="register the pipeline with KFP (new version if it exists) and start a run")
     sbm.add_argument("--config", required=True)
@@ -334,10 +337,13 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config)
     if args.command == "tune":
-        tune = {"trials": args.trials, "workers": args.workers, "storage": args.storage}
+        tune = {"trials": args.trials, "workers": args.workers}
+        if args.storage:  # as the env the steps read, not a run parameter: it may hold a password
+            os.environ["OPTUNA_STORAGE"] = args.storage
+            tune["storage"] = None
         try:
             cfg = cfg.with_values({"tune": (cfg.tune.model_dump(mode="json") if cfg.tune else {})
-                                   | {k: v for k, v in tune.items() if v is not None}})
+                                   | {k: v for k, v in tune.items() if v is not None or k == "storage"}})
         except ValueError as error:
             parser.error(str(error))
         if args.compile:

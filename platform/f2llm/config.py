@@ -381,8 +381,8 @@ class TuneConfig(_Strict):
 
     trials: int = Field(8, ge=1)
     workers: int = Field(2, ge=1)  # parallel trial pullers (pods on a cluster)
-    study: str | None = None  # default: the run's name
-    storage: str | None = None  # RDB URL; None: $OPTUNA_STORAGE, else SQLite under output_uri
+    study: str | None = None  # default: the run's name (in the pipeline: and the run's id, a study per run)
+    storage: str | None = None  # RDB URL, no password; None: $OPTUNA_STORAGE, else SQLite under output_uri
     objectives: Literal["mean", "mean+worst"] = "mean"
     pruner: Literal["median", "hyperband", "none"] = "median"
     eval_every: int = Field(10, ge=1)  # optimizer steps between intermediate evaluations (pruning)
@@ -393,6 +393,24 @@ class TuneConfig(_Strict):
     # the first trials' values (Optuna's enqueue_trial): a known baseline, e.g. the recipe's; the
     # sampler fills any path a row leaves out
     enqueue: list[dict[str, float | int | str]] = []
+
+    @field_validator("storage")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        """The config travels as the run's parameter (KFP's UI, logs): no password in it."""
+        if url is None:
+            return url
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError(f"tune.storage: {url!r} is not a database URL (e.g. postgresql://host/optuna)") from None
+        if parsed.password or "password" in parsed.query:
+            raise ValueError("tune.storage: a URL with a password would sit in the run's parameters; give it as "
+                             "$OPTUNA_STORAGE instead (on a cluster: the Secret cluster.optuna_secret names)")
+        return url
 
     @model_validator(mode="after")
     def _enqueued_in_space(self) -> TuneConfig:

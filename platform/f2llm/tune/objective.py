@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from f2llm.config import RunConfig, SearchParam
 from f2llm.evaluation.evaluate import evaluate_model
 from f2llm.model.encoder import Encoder
-from f2llm.tune.study import load_study
+from f2llm.tune.study import load_study, report_every
 
 
 class Surplus(RuntimeError):
@@ -80,7 +80,8 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         values = suggest(trial, self.cfg.tune.space)
-        cfg = self.cfg.with_values(values)
+        # no checkpoints: a trial resuming another's (or the final stage 2 resuming a trial's) would be wrong
+        cfg = self.cfg.with_values(values | {"train.checkpoint_uri": None})
         with tempfile.TemporaryDirectory(prefix=f"f2llm-trial{trial.number}-") as tmp:
             summary = self._train(trial, cfg, Path(tmp))
             trial.set_user_attr("steps", summary["steps"])
@@ -94,19 +95,25 @@ class Objective:
     def _train(self, trial: optuna.Trial, cfg: RunConfig, tmp: Path) -> dict:
         from f2llm.train.trainer import train_stage
 
-        every = cfg.tune.eval_every
+        every, batch = report_every(self.cfg), cfg.train.stage2.batch_size
+        reported = 0
 
         def on_step(step: int, encoder: Encoder) -> None:
-            trial.set_user_attr("steps", step)  # what a pruned trial spent
-            if self.multi or step % every:
+            # reports are keyed by queries seen, not steps: batch size is searched, and the pruner
+            # compares trials at equal keys (step 100 at batch 8 is a quarter of step 100 at batch 32)
+            nonlocal reported
+            seen = step * batch // every * every
+            if self.multi or seen <= reported:
                 return
+            reported = seen
+            trial.set_user_attr("steps", step)  # what a pruned trial spent
             encoder.model.eval()
             with torch.no_grad():
                 mean, _ = retrieval_scores(encoder, self.inputs.rows, cfg)
             encoder.model.train()
-            trial.report(mean, step)
+            trial.report(mean, seen)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"nDCG {mean:.3f} at step {step}")
+                raise optuna.TrialPruned(f"nDCG {mean:.3f} at step {step} ({seen} queries)")
 
         return train_stage(self.inputs.init_model, self.inputs.dataset, 2, cfg.train, cfg.model.max_length,
                            tmp / "model", tmp / "log.jsonl", on_step=on_step)
@@ -121,8 +128,13 @@ def run_worker(cfg: RunConfig, inputs: TrialInputs, name: str | None = None, wor
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)  # a dead worker's trial back in the queue
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-            ran += 1
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+                ran += 1
+            except (AssertionError, ValueError, optuna.exceptions.UpdateFinishedTrialError) as error:
+                # our trial was failed under us (its heartbeat looked stale: a stalled database or
+                # process); its retry runs it again, so this worker goes on
+                print(f"worker {worker}: the study failed this trial under us ({error!r}); going on")
         elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             time.sleep(cfg.tune.heartbeat_s)  # another worker's last trials: done, or stale and queued again
         else:

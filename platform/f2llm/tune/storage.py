@@ -33,13 +33,14 @@ def storage_url(cfg: RunConfig) -> str:
 
 def open_storage(url: str, tune: TuneConfig) -> RDBStorage:
     """Optuna's RDB storage with heartbeats: a RUNNING trial silent for 2 heartbeats is failed and
-    retried (up to tune.max_retry times) by the next worker that looks."""
+    retried (up to tune.max_retry times) by the next worker that looks. On SQLite a write waits
+    for the file's lock at most one heartbeat, well inside the grace period."""
     sqlite = url.startswith("sqlite")
     with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         found = RDBStorage(url, heartbeat_interval=tune.heartbeat_s, grace_period=2 * tune.heartbeat_s,
                            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=tune.max_retry),
-                           engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True})
+                           engine_kwargs={"connect_args": {"timeout": tune.heartbeat_s}} if sqlite else {"pool_pre_ping": True})
     if sqlite:
         _serialize_sqlite(found.engine)
     return found
@@ -66,5 +67,10 @@ def _serialize_sqlite(engine) -> None:
 
 
 def shown_url(url: str) -> str:
-    """The storage URL as printed and saved: one with credentials is named by its variable only."""
-    return "$OPTUNA_STORAGE" if "@" in url else url
+    """The storage URL as printed and saved: one with a password is named by its variable only."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return "$OPTUNA_STORAGE" if parsed.password or "password" in parsed.query else url
+
+
