@@ -64,11 +64,13 @@ def main() -> None:
                 frame = tune.trials_frame(study).sort_values("trial")
                 runs[(pruner, seed)] = {
                     "steps": int(frame["steps"].sum()), "best_mean_ndcg": round(float(frame["mean"].max()), 4),
+                    "best_trial": int(frame.loc[frame["mean"].idxmax(), "trial"]),
+                    "steps_to_best": int(frame["steps"].cumsum()[frame["mean"].idxmax()]),
                     "states": frame["state"].value_counts().to_dict(), "seconds": round(time.perf_counter() - started, 1),
                 }
                 complete = frame["state"] == "COMPLETE"
-                curves[(pruner, seed)] = (frame["steps"].cumsum().tolist(),
-                                          frame["mean"].where(complete).cummax().tolist())
+                curves[(pruner, seed)] = (frame["steps"].cumsum().tolist(),  # a pruned trial keeps the best so far
+                                          frame["mean"].where(complete).cummax().ffill().tolist())
                 print(pruner, seed, runs[(pruner, seed)], flush=True)
 
     summary = {}
