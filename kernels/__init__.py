@@ -9,6 +9,9 @@ server never branch on the device themselves.
   log-sum-exp, never the B x M matrix); `hard_negative_infonce` and `in_batch_infonce` are the
   one-dim references.
 - `distillation_mse`: the KD term, teacher truncated to the student's width.
+
+`aot.py` compiles every launch of these for sm_80/sm_90 without a GPU (registers, spills,
+shared memory); `dot_emulation.py` replays the InfoNCE kernels' tensor-core rounding in torch.
 """
 
 from f2llm.kernels.distill import distillation_mse

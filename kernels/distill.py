@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-from f2llm.kernels.dispatch import use_triton
+from f2llm.kernels.dispatch import launch, use_triton
 
 
 def distillation_mse_reference(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -47,8 +47,10 @@ def _sq_diff_kernel(s_ptr, t_ptr, out_ptr, D, stride_s, stride_t, BLOCK_D: tl.co
 
 
 @triton.jit
-def _sq_diff_bwd_kernel(s_ptr, t_ptr, ds_ptr, D, stride_s, stride_t, scale, BLOCK_D: tl.constexpr):
+def _sq_diff_bwd_kernel(s_ptr, t_ptr, g_ptr, ds_ptr, D, stride_s, stride_t, inv_count, BLOCK_D: tl.constexpr):
+    """g (the upstream gradient) is read on the device: no host sync in the backward."""
     row = tl.program_id(0)
+    scale = 2.0 * tl.load(g_ptr) * inv_count
     for d0 in range(0, D, BLOCK_D):
         offs = d0 + tl.arange(0, BLOCK_D)
         s = tl.load(s_ptr + row * stride_s + offs, mask=offs < D, other=0.0).to(tl.float32)
@@ -64,8 +66,8 @@ class FusedDistillMSE(torch.autograd.Function):
         teacher = teacher if teacher.stride(-1) == 1 else teacher.contiguous()
         rows = torch.empty(n, dtype=torch.float32, device=student.device)
         block = min(1024, triton.next_power_of_2(width))
-        _sq_diff_kernel[(n,)](s_ptr=student, t_ptr=teacher, out_ptr=rows, D=width,
-                              stride_s=student.stride(0), stride_t=teacher.stride(0), BLOCK_D=block)
+        launch(_sq_diff_kernel, (n,), s_ptr=student, t_ptr=teacher, out_ptr=rows, D=width,
+               stride_s=student.stride(0), stride_t=teacher.stride(0), BLOCK_D=block)
         ctx.save_for_backward(student, teacher)
         return rows.sum() / (n * width)
 
@@ -75,6 +77,7 @@ class FusedDistillMSE(torch.autograd.Function):
         n, width = student.shape
         ds = torch.empty(n, width, dtype=torch.float32, device=student.device)
         block = min(1024, triton.next_power_of_2(width))
-        _sq_diff_bwd_kernel[(n,)](s_ptr=student, t_ptr=teacher, ds_ptr=ds, D=width, stride_s=student.stride(0),
-                                  stride_t=teacher.stride(0), scale=2.0 * float(grad) / (n * width), BLOCK_D=block)
+        launch(_sq_diff_bwd_kernel, (n,), s_ptr=student, t_ptr=teacher, g_ptr=grad.float().contiguous(), ds_ptr=ds,
+               D=width, stride_s=student.stride(0), stride_t=teacher.stride(0), inv_count=1.0 / (n * width),
+               BLOCK_D=block)
         return ds.to(student.dtype), None

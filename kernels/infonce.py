@@ -29,6 +29,10 @@ row's LSE and G = g * P / tau the gradient w.r.t. the cosine,
 and the same with the roles of queries and positives swapped; autograd then takes iq, ip
 back to q, p. On the CPU a chunked torch version runs the same algorithm: query chunks, the
 dims' scores as running segment sums, each chunk recomputed in backward (`ChunkedLSE`).
+
+On a GPU the three products run on tensor cores with fp32 sums: bf16 inputs as bf16, fp32 ones
+as TF32 (`dispatch.dot_precision`; the rounding is replayed in `dot_emulation.py`). Block shapes
+are autotuned over `LSE_CONFIGS`, each compiled for sm_80 and sm_90 by `aot.py`.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-from f2llm.kernels.dispatch import ascending, at_least_fp32, dot_precision, use_triton
+from f2llm.kernels.dispatch import ascending, at_least_fp32, autotuned, dot_precision, launch, use_triton
 
 EPS = 1e-12  # as F.normalize: norms below it are clamped
 
@@ -165,10 +169,52 @@ def _add_segment_dots(
         k = k0 + offs_d
         x = tl.load(x_ptr + rows[:, None] * stride_x + k[None, :], mask=row_ok[:, None] & (k < end)[None, :], other=0.0)
         y = tl.load(y_ptr + cols[:, None] * stride_y + k[None, :], mask=col_ok[:, None] & (k < end)[None, :], other=0.0)
-        acc = tl.dot(x.to(tl.float32), tl.trans(y.to(tl.float32)), acc, input_precision=PRECISION)
+        acc = _dot(x, tl.trans(y), acc, PRECISION)
     return acc
 
 
+@triton.jit
+def _segment_start(dims_ptr, j):
+    """Where dim j's segment starts: the previous dim, 0 for the first."""
+    return tl.load(dims_ptr + j - 1, mask=j > 0, other=0)
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    """acc + a @ b in fp32: bf16 operands ("bf16"), or fp32 ones at "tf32" / "ieee" (dispatch.dot_precision)."""
+    if PRECISION == "bf16":
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    else:  # both branches are compiled after an early return: keep one exit
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PRECISION)
+    return out
+
+
+def _config(m: int, n: int, d: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_D": d}, num_warps=warps, num_stages=stages)
+
+
+# Tile shapes the autotuner times on the device, once per (rows, columns, dims). aot.py compiled
+# candidates for sm_80 and sm_90 at every dim count: these are the ones with no register spill
+# in either direction, fp32 (TF32) or bf16 (16- and 32-row blocks spilled 12-56 B, 64 x 64 ones
+# up to 128 B, 64 x 128 x 64 ones up to 80 B). Fewer than 64 rows (tiny work) run the first.
+LSE_CONFIGS = [
+    _config(64, 128, 32, 8, 3),  # first: what the interpreter runs
+    _config(128, 64, 32, 8, 3),
+    _config(64, 128, 32, 8, 2),
+    _config(128, 64, 32, 8, 2),
+    _config(128, 32, 32, 8, 3),
+]
+
+
+def _fitting_rows(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Row blocks no taller than the rows there are; the first config when none is."""
+    args = {**named_args, **kwargs}
+    rows = args["B"] if "B" in args else args["NX"]
+    fit = [c for c in configs if c.kwargs["BLOCK_M"] <= triton.next_power_of_2(rows)]
+    return fit or configs[:1]
+
+
+@autotuned(LSE_CONFIGS, key=["B", "M", "J"], prune_configs_by={"early_config_prune": _fitting_rows})
 @triton.jit
 def _lse_fwd_kernel(
     q_ptr, p_ptr, iq_ptr, ip_ptr, dims_ptr, lse_ptr,
@@ -188,12 +234,11 @@ def _lse_fwd_kernel(
         col_ok = cols < M
         ip = tl.load(ip_ptr + cols[:, None] * J + js[None, :], mask=col_ok[:, None] & j_ok[None, :], other=0.0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)  # raw prefix dots, grown segment by segment
-        start = 0
-        for j in tl.static_range(J):
+        for j in range(J):  # a loop, not unrolled: unrolled dims spilled registers (aot.py)
+            start = _segment_start(dims_ptr, j)
             end = tl.load(dims_ptr + j)
             acc = _add_segment_dots(acc, q_ptr, p_ptr, rows, cols, row_ok, col_ok, stride_q, stride_p, start, end,
                                     BLOCK_D, PRECISION)
-            start = end
             this = js[None, :] == j  # column j of the [*, JP] state
             iq_j = _column(iq, this)
             ip_j = _column(ip, this)
@@ -208,6 +253,8 @@ def _lse_fwd_kernel(
     tl.store(lse_ptr + rows[:, None] * J + js[None, :], lse, mask=row_ok[:, None] & j_ok[None, :])
 
 
+@autotuned(LSE_CONFIGS, key=["NX", "NY", "J", "ROWS_ARE_QUERIES"], reset_to_zero=["dx_ptr"],
+           prune_configs_by={"early_config_prune": _fitting_rows})
 @triton.jit
 def _lse_bwd_kernel(
     x_ptr, y_ptr, ix_ptr, iy_ptr, dims_ptr, lse_ptr, g_ptr, dx_ptr, dix_ptr,
@@ -218,7 +265,8 @@ def _lse_bwd_kernel(
     """Rows x (a block) against every y: queries vs positives, or positives vs queries.
 
     lse and g belong to the queries: the rows when ROWS_ARE_QUERIES, else the columns.
-    dx (pre-zeroed fp32) is only touched by the program owning its rows: read-modify-write.
+    dx (pre-zeroed fp32) is only touched by the program owning its rows: read-modify-write (so
+    the autotuner zeroes it again before each timed run).
     """
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < NX
@@ -240,12 +288,11 @@ def _lse_bwd_kernel(
             col_lse = tl.load(lse_ptr + cols[:, None] * J + js[None, :], mask=col_js, other=0.0)
             col_g = tl.load(g_ptr + cols[:, None] * J + js[None, :], mask=col_js, other=0.0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-        start = 0
-        for j in tl.static_range(J):
+        for j in range(J):  # a loop, not unrolled: unrolled dims spilled registers (aot.py)
+            start = _segment_start(dims_ptr, j)
             end = tl.load(dims_ptr + j)
             acc = _add_segment_dots(acc, x_ptr, y_ptr, rows, cols, row_ok, col_ok, stride_x, stride_y, start, end,
                                     BLOCK_D, PRECISION)
-            start = end
             this = js[None, :] == j
             ix_j = _column(ix, this)
             iy_j = _column(iy, this)
@@ -265,13 +312,8 @@ def _lse_bwd_kernel(
                 y = tl.load(y_ptr + cols[:, None] * stride_y + k[None, :], mask=col_ok[:, None] & (k < end)[None, :], other=0.0)
                 dst = dx_ptr + rows[:, None] * stride_dx + k[None, :]
                 keep = row_ok[:, None] & (k < end)[None, :]
-                update = tl.dot(grad_raw, y.to(tl.float32), input_precision=PRECISION)
-                tl.store(dst, tl.load(dst, mask=keep, other=0.0) + update, mask=keep)
+                tl.store(dst, _dot(grad_raw, y, tl.load(dst, mask=keep, other=0.0), PRECISION), mask=keep)
     tl.store(dix_ptr + rows[:, None] * J + js[None, :], dix, mask=row_js)
-
-
-def _blocks(n_rows: int) -> dict:
-    return {"BLOCK_M": 32 if n_rows > 16 else 16, "BLOCK_N": 64, "BLOCK_D": 64}
 
 
 class TiledLSE(torch.autograd.Function):
@@ -283,10 +325,11 @@ class TiledLSE(torch.autograd.Function):
         dims_t = torch.tensor(dims, dtype=torch.int32, device=q.device)
         B, M, J = q.shape[0], p.shape[0], len(dims)
         lse = torch.empty(B, J, dtype=torch.float32, device=q.device)
-        blocks = _blocks(B)
-        _lse_fwd_kernel[(triton.cdiv(B, blocks["BLOCK_M"]),)](
-            q, p, iq, ip, dims_t, lse, B, M, q.stride(0), p.stride(0), 1.0 / tau,
-            J=J, JP=triton.next_power_of_2(J), PRECISION=dot_precision(), **blocks,
+        launch(
+            _lse_fwd_kernel, lambda meta: (triton.cdiv(B, meta["BLOCK_M"]),),
+            q_ptr=q, p_ptr=p, iq_ptr=iq, ip_ptr=ip, dims_ptr=dims_t, lse_ptr=lse, B=B, M=M,
+            stride_q=q.stride(0), stride_p=p.stride(0), inv_tau=1.0 / tau,
+            J=J, JP=triton.next_power_of_2(J), PRECISION=dot_precision(q.dtype),
         )
         ctx.save_for_backward(q, p, iq, ip, dims_t, lse)
         ctx.tau = tau
@@ -300,12 +343,13 @@ class TiledLSE(torch.autograd.Function):
         for x, y, ix, iy, rows_are_queries in ((q, p, iq, ip, True), (p, q, ip, iq, False)):
             dx = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
             dix = torch.empty_like(ix)
-            blocks = _blocks(x.shape[0])
-            _lse_bwd_kernel[(triton.cdiv(x.shape[0], blocks["BLOCK_M"]),)](
-                x, y, ix, iy, dims_t, lse, grad_lse, dx, dix, x.shape[0], y.shape[0],
-                x.stride(0), y.stride(0), dx.stride(0), 1.0 / ctx.tau,
-                ROWS_ARE_QUERIES=rows_are_queries, J=len(dims_t), JP=triton.next_power_of_2(len(dims_t)),
-                PRECISION=dot_precision(), **blocks,
+            n = x.shape[0]
+            launch(
+                _lse_bwd_kernel, lambda meta, n=n: (triton.cdiv(n, meta["BLOCK_M"]),),
+                x_ptr=x, y_ptr=y, ix_ptr=ix, iy_ptr=iy, dims_ptr=dims_t, lse_ptr=lse, g_ptr=grad_lse, dx_ptr=dx,
+                dix_ptr=dix, NX=n, NY=y.shape[0], stride_x=x.stride(0), stride_y=y.stride(0),
+                stride_dx=dx.stride(0), inv_tau=1.0 / ctx.tau, ROWS_ARE_QUERIES=rows_are_queries,
+                J=len(dims_t), JP=triton.next_power_of_2(len(dims_t)), PRECISION=dot_precision(x.dtype),
             )
             grads.append((dx.to(x.dtype), dix))
         (dq, diq), (dp, dip) = grads

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 import triton
 import triton.language as tl
-from f2llm.kernels.dispatch import ascending, at_least_fp32, use_triton
+from f2llm.kernels.dispatch import ascending, at_least_fp32, launch, use_triton
 from f2llm.kernels.infonce import EPS, prefix_inv_norms
 
 
@@ -78,10 +78,10 @@ def _prefix_norm_terms(x, offs_h, dims_ptr, j: tl.constexpr, eps):
 
 
 @triton.jit
-def _last_index(mask_ptr, b, L, stride_mb, BLOCK_L: tl.constexpr):
+def _last_index(mask_ptr, b, L, stride_mb, SCAN_L: tl.constexpr):
     last = tl.full([], -1, tl.int32)  # a tensor from the start: compiled loops keep carried types
-    for l0 in range(0, L, BLOCK_L):
-        ls = l0 + tl.arange(0, BLOCK_L)
+    for l0 in range(0, L, SCAN_L):
+        ls = l0 + tl.arange(0, SCAN_L)
         m = tl.load(mask_ptr + b * stride_mb + ls, mask=ls < L, other=0)
         last = tl.maximum(last, tl.max(tl.where(m != 0, ls, -1), axis=0))
     return tl.maximum(last, 0)
@@ -91,7 +91,7 @@ def _last_index(mask_ptr, b, L, stride_mb, BLOCK_L: tl.constexpr):
 def _pool_fwd_kernel(
     h_ptr, mask_ptr, dims_ptr, out_ptr, inv_ptr,
     L, H, stride_hb, stride_hl, stride_mb, eps,
-    MEAN: tl.constexpr, J: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_H: tl.constexpr,
+    MEAN: tl.constexpr, J: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_H: tl.constexpr, SCAN_L: tl.constexpr,
 ):
     b = tl.program_id(0)
     offs_h = tl.arange(0, BLOCK_H)
@@ -108,7 +108,7 @@ def _pool_fwd_kernel(
             count += tl.sum(m, axis=0)
         x = total / tl.maximum(count, 1.0)
     else:
-        last = _last_index(mask_ptr, b, L, stride_mb, BLOCK_L)
+        last = _last_index(mask_ptr, b, L, stride_mb, SCAN_L)
         x = tl.load(h_ptr + b * stride_hb + last * stride_hl + offs_h, mask=h_ok, other=0.0).to(tl.float32)
     tl.store(out_ptr + b * H + offs_h, x, mask=h_ok)
     for j in tl.static_range(J):
@@ -120,7 +120,7 @@ def _pool_fwd_kernel(
 def _pool_bwd_kernel(
     mask_ptr, dims_ptr, x_ptr, inv_ptr, gx_ptr, ginv_ptr, dh_ptr,
     L, H, stride_mb, stride_db, stride_dl, eps,
-    MEAN: tl.constexpr, J: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_H: tl.constexpr,
+    MEAN: tl.constexpr, J: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_H: tl.constexpr, SCAN_L: tl.constexpr,
 ):
     """dh is pre-zeroed: last-token pooling writes one row per sequence."""
     b = tl.program_id(0)
@@ -134,8 +134,8 @@ def _pool_bwd_kernel(
         dx -= tl.where(offs_h < d, scale * x, 0.0)
     if MEAN:
         count = tl.full([], 0.0, tl.float32)
-        for l0 in range(0, L, BLOCK_L):
-            ls = l0 + tl.arange(0, BLOCK_L)
+        for l0 in range(0, L, SCAN_L):
+            ls = l0 + tl.arange(0, SCAN_L)
             count += tl.sum(tl.load(mask_ptr + b * stride_mb + ls, mask=ls < L, other=0).to(tl.float32), axis=0)
         share = dx / tl.maximum(count, 1.0)
         for l0 in range(0, L, BLOCK_L):
@@ -144,15 +144,20 @@ def _pool_bwd_kernel(
             tl.store(dh_ptr + b * stride_db + ls[:, None] * stride_dl + offs_h[None, :], share[None, :] * m[:, None],
                      mask=(ls < L)[:, None] & h_ok[None, :])
     else:
-        last = _last_index(mask_ptr, b, L, stride_mb, BLOCK_L)
+        last = _last_index(mask_ptr, b, L, stride_mb, SCAN_L)
         tl.store(dh_ptr + b * stride_db + last * stride_dl + offs_h, dx, mask=h_ok)
 
 
-def _launch_shape(L: int, H: int) -> dict:
-    """A whole row in registers (H <= 8192 for every F2LLM-v2 size); a [BLOCK_L, BLOCK_H] tile of
-    at most 8192 values per step over the sequence; more warps for wide rows."""
+def _launch_shape(H: int) -> dict:
+    """Block shapes by the row width alone (one compiled kernel per model width, whatever the
+    sequence length): a whole row in registers (H <= 8192 for every F2LLM-v2 size), a
+    [BLOCK_L, BLOCK_H] tile of 8192 values per step of the mean (64 fp32 registers a thread at
+    4 warps, 32 at 8), more warps for wide rows, and the mask scanned 1024 positions a step
+    whatever the width (a 1-row tile would make last-token pooling of a 14B model walk an
+    8192-token mask one position at a time). `aot.py` compiles each for sm_80/sm_90 and
+    checks registers, spills and shared memory."""
     block_h = triton.next_power_of_2(H)
-    return {"BLOCK_H": block_h, "BLOCK_L": max(1, min(triton.next_power_of_2(L), 8192 // block_h)),
+    return {"BLOCK_H": block_h, "BLOCK_L": max(1, 8192 // block_h), "SCAN_L": 1024,
             "num_warps": 8 if block_h >= 4096 else 4}
 
 
@@ -168,10 +173,10 @@ class FusedPool(torch.autograd.Function):
         dims_t = torch.tensor(dims, dtype=torch.int32, device=hidden.device)
         pooled = torch.empty(B, H, dtype=torch.float32, device=hidden.device)
         inv = torch.empty(B, len(dims), dtype=torch.float32, device=hidden.device)
-        _pool_fwd_kernel[(B,)](
-            h_ptr=hidden, mask_ptr=mask, dims_ptr=dims_t, out_ptr=pooled, inv_ptr=inv,
+        launch(
+            _pool_fwd_kernel, (B,), h_ptr=hidden, mask_ptr=mask, dims_ptr=dims_t, out_ptr=pooled, inv_ptr=inv,
             L=L, H=H, stride_hb=hidden.stride(0), stride_hl=hidden.stride(1), stride_mb=mask.stride(0), eps=EPS,
-            MEAN=mean, J=len(dims), **_launch_shape(L, H),
+            MEAN=mean, J=len(dims), **_launch_shape(H),
         )
         ctx.save_for_backward(mask, dims_t, pooled, inv)
         ctx.meta = (hidden.shape, hidden.dtype, mean)
@@ -184,11 +189,11 @@ class FusedPool(torch.autograd.Function):
         B, L, H = shape
         dh = torch.zeros(shape, dtype=torch.float32, device=pooled.device)
         zeros = torch.zeros_like
-        _pool_bwd_kernel[(B,)](
-            mask_ptr=mask, dims_ptr=dims_t, x_ptr=pooled, inv_ptr=inv,
+        launch(
+            _pool_bwd_kernel, (B,), mask_ptr=mask, dims_ptr=dims_t, x_ptr=pooled, inv_ptr=inv,
             gx_ptr=(grad_pooled if grad_pooled is not None else zeros(pooled)).float().contiguous(),
             ginv_ptr=(grad_inv if grad_inv is not None else zeros(inv)).float().contiguous(), dh_ptr=dh,
             L=L, H=H, stride_mb=mask.stride(0), stride_db=dh.stride(0), stride_dl=dh.stride(1), eps=EPS,
-            MEAN=mean, J=len(dims_t), **_launch_shape(L, H),
+            MEAN=mean, J=len(dims_t), **_launch_shape(H),
         )
         return dh.to(dtype), None, None, None

@@ -20,6 +20,19 @@ import numpy as np
 import torch
 
 
+# The Triton kernels on a GPU against fp32/fp64 references: their dots run on tensor cores (TF32,
+# 10 mantissa bits, or bf16 for bf16 inputs), a few units of 2^-11 over sums of many terms.
+GPU_KERNEL_REL = 2e-3
+
+
+def gradient_scale(x: torch.Tensor, dims: list[int], weights: torch.Tensor, tau: float, batch: int) -> float:
+    """The size of one term of the in-batch InfoNCE's gradient w.r.t. x's rows (what rounding is
+    relative to): |d cos(x[:d], y[:d]) / dx| <= 1 / ||x[:d]||, times w_d / (tau B), over the dims.
+    With B = M = 1 the loss is identically 0 and its gradient is these terms cancelling."""
+    norms = torch.stack([x.detach()[:, :d].norm(dim=1) for d in dims], dim=1)  # [N, dims]
+    return float((weights / (tau * batch * norms)).sum(dim=1).max())
+
+
 def _tensor(x) -> torch.Tensor:
     return (x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))).detach().double()
 
