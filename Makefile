@@ -53,6 +53,7 @@ bench: $(STAMP) $(VLLM_STAMP)  ## benchmarks; JSON results with machine info in 
 	$(BIN)/python benchmarks/bench_trainer.py
 	$(BIN)/python benchmarks/bench_fsdp.py
 	$(BIN)/python benchmarks/bench_kernels.py
+	$(BIN)/python benchmarks/bench_kernel_compile.py
 	$(BIN)/python benchmarks/bench_prune.py
 	$(BIN)/python benchmarks/bench_family_kd.py
 	$(BIN)/python benchmarks/bench_tune.py

@@ -82,7 +82,8 @@ class Compiled:
         if self.shared_bytes > target.max_shared_per_block:
             out.append(f"shared memory {self.shared_bytes} B > {target.max_shared_per_block} B per block")
         threads = self.num_warps * 32
-        if threads > target.max_threads_per_block or threads * self.registers > target.registers_per_sm:
+        allocated = -(-self.registers // 8) * 8  # registers are allocated 8 a thread
+        if threads > target.max_threads_per_block or threads * allocated > target.registers_per_sm:
             out.append(f"{threads} threads x {self.registers} registers do not fit an SM's {target.registers_per_sm}")
         if max(self.spill_stores, self.spill_loads) > max_spill:
             out.append(f"spills {self.spill_stores} B stored / {self.spill_loads} B loaded > {max_spill} B")
@@ -221,14 +222,18 @@ def _materialise(value):
 
 
 def _specialisation_key(job: Job, constexpr: set[str]) -> str:
-    """What Triton specialises a launch on: constexpr values, tensor dtypes (meta tensors are all
-    aligned, as device allocations are), integers equal to 1 or divisible by 16."""
+    """What Triton specialises a launch on: constexpr values, tensor dtypes and alignment (a meta
+    tensor's pointer is its offset), floats by type only, integers by width, == 1 and % 16."""
     def spec(name, v):
         if isinstance(v, tuple) and v and v[0] == "tensor":
-            return ("tensor", v[1])
-        if name in constexpr or isinstance(v, (bool, float, str)) or not isinstance(v, int):
+            return ("tensor", v[1], _materialise(v).data_ptr() % 16 == 0)
+        if name in constexpr or isinstance(v, str):
             return v
-        return ("int", v == 1, v % 16 == 0)
+        if isinstance(v, bool):
+            return ("u1",)
+        if isinstance(v, float):
+            return ("fp32",)
+        return ("int", -2**31 <= v < 2**31, v == 1, v % 16 == 0)
 
     parts = (job.module, job.name, tuple((k, spec(k, v)) for k, v in job.args), job.config, job.target.name)
     return hashlib.sha256(repr(parts).encode()).hexdigest()

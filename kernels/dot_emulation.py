@@ -11,8 +11,9 @@ replays the kernels' arithmetic with the rounding made explicit:
     loss_d = mean_i (lse_d(i) - q_i[:d].p_own[:d] * iq_d(i) ip_d(own) / tau)   (target term unrounded)
     backward: dq = R(G) R(p), dp = R(G)^T R(q), G the gradient w.r.t. S
 
-with R the rounding of the dot's input type: bf16 (round to nearest even, cvt.rn.bf16.f32) or
-TF32 (10 mantissa bits, ties away, cvt.rna.tf32.f32). The inverse norms iq, ip are fp32 from the
+with R the rounding of the dot's input type: bf16 (round to nearest even, cvt.rn.bf16.f32; the
+kernel converts explicitly) or TF32 (10 mantissa bits, truncated: the fp32 operands are passed
+unconverted). The inverse norms iq, ip are fp32 from the
 unrounded inputs, as the kernels receive them. `tests/test_dot_precision.py` holds the chosen
 type's loss and gradients to the GPU tolerance of tests/test_kernels.py.
 """
@@ -30,9 +31,11 @@ def round_bf16(x: torch.Tensor) -> torch.Tensor:
 
 
 def round_tf32(x: torch.Tensor) -> torch.Tensor:
-    """fp32 -> the nearest TF32 value (1 sign, 8 exponent, 10 mantissa bits), ties away from zero."""
+    """fp32 -> TF32 (1 sign, 8 exponent, 10 mantissa bits) as Triton's tf32 tl.dot gets it: the
+    fp32 registers go to the tensor cores as they are, which ignore the low 13 mantissa bits
+    (truncation toward zero, not cvt.rna's rounding)."""
     bits = x.float().view(torch.int32)
-    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32).to(x.dtype)
+    return (bits & ~0x1FFF).view(torch.float32).to(x.dtype)
 
 
 ROUNDING = {"bf16": round_bf16, "tf32": round_tf32, "fp32": lambda x: x}

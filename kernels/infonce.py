@@ -193,7 +193,7 @@ def _config(m: int, n: int, d: int, warps: int, stages: int) -> triton.Config:
     return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_D": d}, num_warps=warps, num_stages=stages)
 
 
-# Tile shapes the autotuner times on the device, once per (rows, columns, dims). aot.py compiled
+# Tile shapes the autotuner times on the device, once per (rows, columns, dims, width). aot.py compiled
 # candidates for sm_80 and sm_90 at every dim count: these are the ones with no register spill
 # in either direction, fp32 (TF32) or bf16 (16- and 32-row blocks spilled 12-56 B, 64 x 64 ones
 # up to 128 B, 64 x 128 x 64 ones up to 80 B). Fewer than 64 rows (tiny work) run the first.
@@ -214,7 +214,7 @@ def _fitting_rows(configs: list[triton.Config], named_args: dict, **kwargs) -> l
     return fit or configs[:1]
 
 
-@autotuned(LSE_CONFIGS, key=["B", "M", "J"], prune_configs_by={"early_config_prune": _fitting_rows})
+@autotuned(LSE_CONFIGS, key=["B", "M", "J", "stride_q"], prune_configs_by={"early_config_prune": _fitting_rows})
 @triton.jit
 def _lse_fwd_kernel(
     q_ptr, p_ptr, iq_ptr, ip_ptr, dims_ptr, lse_ptr,
@@ -253,7 +253,7 @@ def _lse_fwd_kernel(
     tl.store(lse_ptr + rows[:, None] * J + js[None, :], lse, mask=row_ok[:, None] & j_ok[None, :])
 
 
-@autotuned(LSE_CONFIGS, key=["NX", "NY", "J", "ROWS_ARE_QUERIES"], reset_to_zero=["dx_ptr"],
+@autotuned(LSE_CONFIGS, key=["NX", "NY", "J", "stride_x", "ROWS_ARE_QUERIES"], reset_to_zero=["dx_ptr"],
            prune_configs_by={"early_config_prune": _fitting_rows})
 @triton.jit
 def _lse_bwd_kernel(

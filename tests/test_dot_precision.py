@@ -15,10 +15,10 @@ from tolerance import GPU_KERNEL_REL, assert_close_scaled, gradient_scale
 TAU = 0.05
 
 
-def test_tf32_rounding_by_hand():
-    one_ulp = 2.0**-10  # TF32 keeps 10 mantissa bits
-    x = torch.tensor([1 + one_ulp / 2, 1 + one_ulp / 4, -(1 + 3 * one_ulp / 2), 3.0, 0.0])
-    assert round_tf32(x).tolist() == [1 + one_ulp, 1.0, -(1 + 2 * one_ulp), 3.0, 0.0]  # ties away from zero
+def test_tf32_truncation_by_hand():
+    one_ulp = 2.0**-10  # TF32 keeps 10 mantissa bits; the tensor cores drop the rest
+    x = torch.tensor([1 + one_ulp / 2, 1 + 3 * one_ulp / 4, -(1 + 3 * one_ulp / 2), 1 + one_ulp, 3.0, 0.0])
+    assert round_tf32(x).tolist() == [1.0, 1.0, -(1 + one_ulp), 1 + one_ulp, 3.0, 0.0]
 
 
 def test_emulation_without_rounding_is_the_reference():

@@ -45,13 +45,16 @@ def test_every_launch_compiles_within_its_targets_limits(compiled):
     bad = [(r["kernel"], r["specialization"], r["target"], r["problems"]) for r in compiled["compiled"] if r["problems"]]
     assert not bad, f"{len(bad)} compiles would fail or spill on the GPU, e.g. {bad[:5]}"
     assert compiled["max_spill_bytes"] == 0
+    keys = [(r["kernel"], r["specialization"], r["target"]) for r in compiled["compiled"]]
+    assert len(set(keys)) == len(keys)  # one row a specialisation: nothing compiled twice or merged
     for row in compiled["compiled"]:
         assert row["registers"] <= 255 and row["shared_bytes"] <= compiled["targets"][row["target"]]["max_shared_per_block"]
 
 
-def _have(rows, kernel, **constants):
+def _have(rows, kernel, num_warps=None, num_stages=None, **constants):
     return {(r["target"], tuple(r["dtypes"])) for r in rows
-            if r["kernel"] == kernel and all(r["constants"].get(k) == v for k, v in constants.items())}
+            if r["kernel"] == kernel and all(r["constants"].get(k) == v for k, v in constants.items())
+            and num_warps in (None, r["num_warps"]) and num_stages in (None, r["num_stages"])}
 
 
 def test_every_specialization_is_compiled(compiled):
@@ -59,15 +62,13 @@ def test_every_specialization_is_compiled(compiled):
     for dims in DIM_COUNTS:
         jp = triton.next_power_of_2(dims)
         for config in LSE_CONFIGS:
-            blocks = dict(config.kwargs)
+            blocks = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
             for precision, dtypes in (("bf16", ("bf16", "fp32", "i32")), ("tf32", ("fp32", "i32"))):
                 want = {(t, dtypes) for t in TARGETS}
                 args = dict(J=dims, JP=jp, PRECISION=precision, **blocks)
                 assert want <= _have(rows, "_lse_fwd_kernel", **args), (dims, blocks, precision)
                 for rows_are_queries in (True, False):
                     assert want <= _have(rows, "_lse_bwd_kernel", ROWS_ARE_QUERIES=rows_are_queries, **args)
-    assert len({r["num_warps"] for r in rows if r["kernel"] == "_lse_fwd_kernel"}) == len(
-        {c.num_warps for c in LSE_CONFIGS})
     for width in [64] + [r.hidden for r in RECIPES.values()]:
         block_h = triton.next_power_of_2(width)
         for mean in (True, False):
@@ -112,5 +113,5 @@ def test_a_block_too_big_for_the_gpu_is_caught():
     done = subprocess.run([sys.executable, "-c", OVERSIZED], env=_compiler_env(), capture_output=True, text=True,
                           check=True, timeout=600)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["problems"], result
-    assert result["error"] or result["shared"] > 163 * 1024
+    assert result["error"] is None and result["shared"] > 163 * 1024, result
+    assert any("shared memory" in p for p in result["problems"]), result
