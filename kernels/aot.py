@@ -19,7 +19,6 @@ are counted, and `check` bounds them (see `MAX_SPILL_BYTES`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -112,30 +111,46 @@ class Job:
 
     module: str
     name: str
-    args: tuple  # (name, value) with tensors as ("tensor", dtype, shape, strides)
+    args: tuple  # (name, value) with tensors as ("tensor", dtype, shape, strides, storage offset)
     config: tuple  # (constexpr kwargs, num_warps, num_stages)
     target: Target
 
 
 def jobs(launches: list[Launch], targets: Iterable[Target] = TARGETS) -> list[Job]:
-    """Every (launch x autotune config x target), once per distinct specialisation."""
+    """Every (launch x autotune config x target), once per distinct specialisation: the one
+    Triton's own binder gives the arguments (dtypes, alignment, integers == 1 or % 16)."""
     out, seen = [], set()
     for item in launches:
         kernel = item.kernel
         configs = getattr(kernel, "configs_all", None) or [None]
         base = kernel.fn if configs != [None] else kernel
-        constexpr = {p.name for p in base.params if p.is_constexpr}
         args = tuple(sorted((k, _describe(v)) for k, v in item.args.items()))
         for config in configs:
             meta = ((), item.args.get("num_warps", 4), item.args.get("num_stages", 3)) if config is None else (
                 tuple(sorted(config.kwargs.items())), config.num_warps, config.num_stages)
             for target in targets:
                 job = Job(base.__module__, base.__name__, args, meta, target)
-                key = _specialisation_key(job, constexpr)
+                _, _, specialization, _ = _bind(base, job)
+                key = (job.module, job.name, repr(specialization), meta, target.name)
                 if key not in seen:
                     seen.add(key)
                     out.append(job)
     return out
+
+
+def _bind(fn, job: Job):
+    """(backend, bound args, specialisation, parsed options) as JITFunction.run computes them."""
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    constexprs, num_warps, num_stages = job.config
+    kwargs = {k: _materialise(v) for k, v in job.args}
+    kwargs.update(dict(constexprs))
+    kwargs.pop("num_warps", None), kwargs.pop("num_stages", None)
+    backend = make_backend(GPUTarget("cuda", job.target.capability, 32))
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    bound, specialization, parsed = binder(**kwargs, num_warps=num_warps, num_stages=num_stages)
+    return backend, bound, specialization, parsed
 
 
 def compile_all(job_list: list[Job], workers: int = 2) -> list[Compiled]:
@@ -147,20 +162,12 @@ def compile_job(job: Job) -> Compiled:
     import importlib
 
     from triton.compiler import ASTSource
-    from triton.compiler.compiler import make_backend
-    from triton.runtime.jit import create_function_from_signature
 
     fn = getattr(importlib.import_module(job.module), job.name)
     fn = fn.fn if hasattr(fn, "configs_all") else fn  # an autotuned kernel: its JITFunction
-    constexprs, num_warps, num_stages = job.config
-    kwargs = {k: _materialise(v) for k, v in job.args}
-    kwargs.update(dict(constexprs))
-    kwargs.pop("num_warps", None), kwargs.pop("num_stages", None)
-    target = GPUTarget("cuda", job.target.capability, 32)
-    backend = make_backend(target)
-    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    _, num_warps, num_stages = job.config
+    backend, bound, specialization, parsed = _bind(fn, job)
     options = {"num_warps": num_warps, "num_stages": num_stages}
-    bound, specialization, parsed = binder(**kwargs, **options)
     parsed, signature, constants, attrs = fn._pack_args(backend, options, bound, specialization, parsed)
     dtypes = {name: kind.removeprefix("*") for name, kind in signature.items() if kind.startswith("*")}
     consts = {fn.arg_names[k[0]]: v for k, v in constants.items()
@@ -171,7 +178,8 @@ def compile_job(job: Job) -> Compiled:
                       f"div16={','.join(divisible) or '-'}"])
     row = Compiled(fn.__name__, label, job.target.name, sorted(set(dtypes.values())), consts, num_warps, num_stages)
     try:
-        compiled = triton.compile(ASTSource(fn, signature, constants, attrs), target=target, options=parsed.__dict__)
+        compiled = triton.compile(ASTSource(fn, signature, constants, attrs), target=GPUTarget(
+            "cuda", job.target.capability, 32), options=parsed.__dict__)
     except Exception as error:  # noqa: BLE001 - a compile error is the result being recorded
         row.error = f"{type(error).__name__}: {error}"
         return row
@@ -210,30 +218,14 @@ def as_json(rows: list[Compiled]) -> list[dict]:
 # --- helpers
 def _describe(value):
     if torch.is_tensor(value):
-        return ("tensor", str(value.dtype).removeprefix("torch."), tuple(value.shape), tuple(value.stride()))
+        return ("tensor", str(value.dtype).removeprefix("torch."), tuple(value.shape), tuple(value.stride()),
+                value.storage_offset())
     return value
 
 
 def _materialise(value):
     if isinstance(value, tuple) and value and value[0] == "tensor":
-        _, dtype, shape, strides = value
-        return torch.empty_strided(shape, strides, dtype=getattr(torch, dtype), device="meta")
+        _, dtype, shape, strides, offset = value
+        size = offset + sum(max(n - 1, 0) * st for n, st in zip(shape, strides)) + 1
+        return torch.empty(size, dtype=getattr(torch, dtype), device="meta").as_strided(shape, strides, offset)
     return value
-
-
-def _specialisation_key(job: Job, constexpr: set[str]) -> str:
-    """What Triton specialises a launch on: constexpr values, tensor dtypes and alignment (a meta
-    tensor's pointer is its offset), floats by type only, integers by width, == 1 and % 16."""
-    def spec(name, v):
-        if isinstance(v, tuple) and v and v[0] == "tensor":
-            return ("tensor", v[1], _materialise(v).data_ptr() % 16 == 0)
-        if name in constexpr or isinstance(v, str):
-            return v
-        if isinstance(v, bool):
-            return ("u1",)
-        if isinstance(v, float):
-            return ("fp32",)
-        return ("int", -2**31 <= v < 2**31, v == 1, v % 16 == 0)
-
-    parts = (job.module, job.name, tuple((k, spec(k, v)) for k, v in job.args), job.config, job.target.name)
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
